@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# cogsynth's one entry point on a fresh Linux machine (Python >= 3.11, pip, apt).
+#   bash setup.sh run  [--out DIR] [--smoke] [--device cuda]   install everything, run the main job
+#   bash setup.sh test                                         install everything, run every test
+#   bash setup.sh install                                      install only
+# The virtual environment lives in $COGSYNTH_VENV (default: .venv next to this file).
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$here"
+venv=${COGSYNTH_VENV:-$here/.venv}
+py=${PYTHON:-python3}
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
+
+ensure_venv() {
+  if [ ! -x "$venv/bin/python" ]; then
+    say "creating virtual environment $venv"
+    if ! "$py" -m venv "$venv" 2>/dev/null; then
+      say "python3-venv missing: installing it with apt"
+      as_root apt-get update -qq && as_root apt-get install -y -qq python3-venv
+      "$py" -m venv "$venv"
+    fi
+  fi
+  # Reinstall only when the package definition changed since the last install.
+  stamp="$venv/.cogsynth-installed"
+  want=$(cat pyproject.toml | sha256sum | cut -c1-16)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    say "installing cogsynth and its dependencies (first time: a few minutes, torch is large)"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    "$venv/bin/python" -m pip install -q -e ".[dev]"
+    echo "$want" > "$stamp"
+  fi
+  "$venv/bin/python" -m ipykernel install --sys-prefix --name python3 >/dev/null
+}
+
+ensure_wordnet() {
+  if "$venv/bin/cogsynth" setup-wordnet --check >/dev/null 2>&1; then return; fi
+  if [ ! -f /usr/share/wordnet/data.noun ]; then
+    say "installing Debian's WordNet 3.0 dictionary (wordnet-base, wordnet-sense-index)"
+    as_root apt-get update -qq || true
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base wordnet-sense-index \
+      || { say "could not apt-get install wordnet-base wordnet-sense-index (need root or sudo)"; exit 1; }
+  fi
+  "$venv/bin/cogsynth" setup-wordnet
+}
+
+cmd=${1:-run}; shift || true
+ensure_venv
+ensure_wordnet
+export PATH="$venv/bin:$PATH"
+case "$cmd" in
+  install) say "installed: activate with 'source $venv/bin/activate'" ;;
+  run) cogsynth run "$@" ;;
+  test) bash "$here/tools/test.sh" "$@" ;;
+  *) say "unknown command '$cmd': use run, test or install"; exit 2 ;;
+esac
