@@ -27,8 +27,12 @@ ensure_venv() {
   want=$(cat pyproject.toml | sha256sum | cut -c1-16)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     say "installing cogsynth and its dependencies (first time: a few minutes, torch is large)"
-    "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q -e ".[dev]"
+    pip_q() {  # pip, without the machine-specific "Location ... is ignored" noise; keeps pip's exit status
+      "$venv/bin/python" -m pip "$@" 2>&1 | { grep -v "^WARNING: Location .* is ignored" || true; }
+      return "${PIPESTATUS[0]}"
+    }
+    pip_q install -q --upgrade pip
+    pip_q install -q -e ".[dev]"
     echo "$want" > "$stamp"
   fi
   "$venv/bin/python" -m ipykernel install --sys-prefix --name python3 >/dev/null
