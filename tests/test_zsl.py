@@ -1,0 +1,158 @@
+"""Zero-shot learning by classifier crafting (cogsynth.zsl): closed-form V-CC vs. the Bayes rate, the Xian et al.
+file format, metrics by hand, bad input, the CLI, and the digits tutorial (smoke)."""
+import argparse, json
+
+import numpy as np
+import pytest
+import torch
+
+from cogsynth.core import CogsynthError, read_json
+from cogsynth import zsl
+
+
+def test_vcc_approaches_bayes_rate():
+    "Features = known linear map of embeddings + noise: ridge-mapped unseen prototypes ~ the true means."
+    task, means = zsl.linear_gaussian_task(n_seen=40, n_unseen=5, noise=6.0, n_test=400, seed=1)
+    rules = zsl.visual_rules(task.X_train, task.y_train, task.embeddings, task.seen, task.unseen, lam="auto")
+    X = torch.as_tensor(task.X_test_unseen)
+    t1 = zsl.zsl_t1(zsl.CraftedNet(torch.nn.Identity(), rules, task.seen, "euclidean")(X).numpy(), task.y_test_unseen, task.unseen)
+    bayes = zsl.zsl_t1(zsl.CraftedNet(torch.nn.Identity(), means, task.seen, "euclidean")(X).numpy(), task.y_test_unseen, task.unseen)
+    assert 40 < bayes < 99, bayes            # a problem that is neither trivial nor hopeless
+    assert t1 >= bayes - 3, (t1, bayes)
+    # with too few seen classes to pin the map (3 seen for 8 dims), the unseen prototypes are wrong: far from Bayes
+    small, means2 = zsl.linear_gaussian_task(n_seen=3, n_unseen=5, noise=6.0, n_test=400, seed=1)
+    r2 = zsl.visual_rules(small.X_train, small.y_train, small.embeddings, small.seen, small.unseen, lam="auto")
+    X2 = torch.as_tensor(small.X_test_unseen)
+    t1_small = zsl.zsl_t1(zsl.CraftedNet(torch.nn.Identity(), r2, small.seen, "euclidean")(X2).numpy(), small.y_test_unseen, small.unseen)
+    bayes2 = zsl.zsl_t1(zsl.CraftedNet(torch.nn.Identity(), means2, small.seen, "euclidean")(X2).numpy(), small.y_test_unseen, small.unseen)
+    assert t1_small < bayes2 - 20, (t1_small, bayes2)
+
+
+def test_ridge_map_closed_form():
+    rng = np.random.default_rng(0)
+    A, W = rng.normal(size=(30, 6)), rng.normal(size=(6, 4))
+    np.testing.assert_allclose(zsl.ridge_map(A, A @ W, lam=1e-8), W, atol=1e-5)
+    # the dual form equals the primal (A^T A + lam I)^-1 A^T M
+    M = rng.normal(size=(30, 4))
+    np.testing.assert_allclose(zsl.ridge_map(A, M, 0.5), np.linalg.solve(A.T @ A + 0.5 * np.eye(6), A.T @ M), atol=1e-8)
+
+
+def test_metrics_by_hand():
+    # seen classes 0, 1; unseen 2, 3
+    seen_scores = np.array([[9, 0, 1, 0], [0, 9, 0, 0], [0, 9, 1, 0], [0, 9, 0, 0]])   # y 0,0,1,1 -> 1/2, 2/2
+    unseen_scores = np.array([[0, 0, 5, 1], [9, 0, 5, 1], [0, 0, 1, 5], [0, 0, 5, 1]])  # y 2,2,3,3 -> 1/2, 1/2
+    m = zsl.gzsl_metrics(seen_scores, [0, 0, 1, 1], unseen_scores, [2, 2, 3, 3])
+    assert m["S"] == pytest.approx(75) and m["U"] == pytest.approx(50)
+    assert m["H"] == pytest.approx(2 * 75 * 50 / 125)
+    # T1 restricts to unseen columns: the image predicted 0 becomes class 2 -> 2/2 and 1/2
+    assert zsl.zsl_t1(unseen_scores, [2, 2, 3, 3], [2, 3]) == pytest.approx(75)
+    # mean per class, not per image: 3 images of class 0 all right, 1 of class 1 wrong -> 50, not 75
+    assert zsl.mean_per_class_accuracy([0, 0, 0, 1], [0, 0, 0, 0]) == pytest.approx(50)
+    assert zsl.harmonic_mean(0, 0) == 0
+
+
+def test_rebalancing_pieces():
+    p = np.array([[0.7, 0.2, 0.1]])
+    np.testing.assert_allclose(zsl.rebalance(p, [0.25], [0, 1]), [[0.175, 0.05, 0.075]])
+    # gamma: the largest offset that keeps seen validation accuracy within 10% of its unshifted value
+    val = np.array([[0.9, 0.0, 0.1], [0.6, 0.0, 0.4], [0.0, 0.8, 0.2], [0.0, 0.55, 0.45]])
+    g = zsl.choose_gamma(val, [0, 0, 1, 1], [0, 1], max_drop=0.1)
+    assert 0.09 <= g < 0.2 + 1e-9, g
+    # the discriminator separates confident logits from mixed-up irrelevant ones
+    rng = np.random.default_rng(0)
+    seen = np.eye(3)[rng.integers(3, size=200)] * 8 + rng.normal(0, 0.3, (200, 3))
+    irr = rng.normal(0, 0.3, (200, 3))
+    D = zsl.fit_discriminator(seen, irr)
+    assert D.predict_proba(seen[:50])[:, 1].mean() > D.predict_proba(irr[:50])[:, 1].mean() + 0.3
+
+
+def _toy(folder, rng):
+    y = np.repeat(np.arange(5), 12)
+    att = rng.random((5, 7))
+    X = (att @ rng.normal(size=(7, 10)))[y] + 0.1 * rng.normal(size=(60, 10))
+    seen_idx = np.where(y < 3)[0]
+    return zsl.write_xian_files(folder, X, y, att, seen_idx[::2], seen_idx[1::2], np.where(y >= 3)[0]), X, y, att
+
+
+def test_xian_loader(tmp_path):
+    folder, X, y, att = _toy(tmp_path/"TOY", np.random.default_rng(0))
+    import scipy.io as sio
+    raw = sio.loadmat(folder/"att_splits.mat")
+    assert raw["att"].shape == (7, 5) and raw["trainval_loc"].min() == 1          # 1-based, attributes x classes
+    task = zsl.xian_task(folder, val_frac=0, normalize="none")
+    assert task.seen == [0, 1, 2] and task.unseen == [3, 4]
+    np.testing.assert_allclose(task.embeddings, att)
+    np.testing.assert_allclose(task.X_test_unseen, X[y >= 3], atol=1e-5)
+    assert task.class_names[4] == "004.class_4" and len(task.y_train) == 18
+    t2 = zsl.xian_task(folder, val_frac=0.2)
+    assert len(t2.y_train) + len(t2.y_val) == 18 and set(t2.y_val) <= {0, 1, 2}
+    np.testing.assert_allclose(np.linalg.norm(t2.embeddings, axis=1), 1)
+    with pytest.raises(CogsynthError, match="res101.mat"):
+        zsl.xian_task(tmp_path/"missing")
+
+
+def test_bad_inputs(tmp_path):
+    folder, X, y, att = _toy(tmp_path/"TOY", np.random.default_rng(0))
+    with pytest.raises(CogsynthError, match="have 4 rows but the task has 5"):
+        zsl.xian_task(folder, embeddings=att[:4])
+    bad = att.copy(); bad[2, 1] = np.nan
+    with pytest.raises(CogsynthError, match="NaN"):
+        zsl.xian_task(folder, embeddings=bad)
+    t = zsl.xian_task(folder, val_frac=0)
+    with pytest.raises(CogsynthError, match="unseen classes in the training data"):
+        zsl.ZSLTask(t.class_names, t.embeddings, t.seen, t.unseen, X, y, t.X_test_seen, t.y_test_seen, t.X_test_unseen, t.y_test_unseen)
+    with pytest.raises(CogsynthError, match="both seen and unseen"):
+        zsl.ZSLTask(t.class_names, t.embeddings, [0, 1, 2, 3], [3, 4], t.X_train, t.y_train, t.X_test_seen, t.y_test_seen,
+                    t.X_test_unseen, t.y_test_unseen)
+    with pytest.raises(CogsynthError, match="use one of"):
+        zsl.normalize_embeddings(att, "max")
+    np.save(tmp_path/"emb.npy", att[:, :3]); assert zsl.load_embeddings(tmp_path/"emb.npy").shape == (5, 3)
+    # checks run before training: a NaN embedding fails in run_zsl's validate, not after minutes of fitting
+    t.embeddings = bad
+    with pytest.raises(CogsynthError, match="NaN"):
+        zsl.run_zsl(t, ("scc",), ("none",))
+
+
+def test_cli_on_xian_files(tmp_path):
+    folder, X, *_ = _toy(tmp_path/"TOY", np.random.default_rng(1))
+    p = argparse.ArgumentParser(); zsl.cli_zsl_args(p)
+    np.save(tmp_path/"irr.npy", np.random.default_rng(2).normal(size=(40, X.shape[1])))
+    args = p.parse_args(["--data", str(folder), "--method", "ensemble", "--rebalance", "discriminator", "--irrelevant",
+                         str(tmp_path/"irr.npy"), "--epochs", "3", "--pretrain-epochs", "3", "--device", "cpu", "--out", str(tmp_path/"out")])
+    assert zsl.cli_zsl(args) == 0
+    res = read_json(tmp_path/"out"/"results.json")
+    assert {"T1", "S", "U", "H"} <= set(res) and res["task"]["unseen"] == 2 and 0 <= res["H"] <= 100
+    with pytest.raises(CogsynthError, match="needs --irrelevant"):
+        zsl.cli_zsl(p.parse_args(["--data", str(folder), "--out", str(tmp_path/"o2")]))
+
+
+def test_digits_tutorial(run_tutorial):
+    res, out = run_tutorial("zsl")
+    assert res["smoke"] is True
+    names = {(r["method"], r["rebalance"]) for r in res["rows"]}
+    assert {(m, rb) for m in ("S-CC", "V-CC", "V-CC (no fine-tuning)", "V&S-CC") for rb in zsl.REBALANCES} <= names
+    for r in res["rows"]:
+        assert 0 <= r["H"] <= 100 and r["H"] <= max(r["S"], r["U"]) + 1e-9
+    by = {(r["method"], r["rebalance"]): r for r in res["rows"]}
+    # rebalancing raises H over none (the paper's finding) for the ensemble, and the oracle bounds it
+    assert by[("V&S-CC", "discriminator")]["H"] > by[("V&S-CC", "none")]["H"]
+    assert by[("V&S-CC", "oracle")]["H"] >= by[("V&S-CC", "discriminator")]["H"]
+    assert by[("V&S-CC", "none")]["T1"] > 40          # chance among 3 unseen digits is 33%
+    assert (out/"gradcam_scc.png").exists() and (out/"attributes.png").exists()
+
+
+def test_cli_digits_and_main_entry(tmp_path):
+    from cogsynth.cli import main
+    assert main(["zsl", "--data", "digits", "--method", "vcc", "--rebalance", "discriminator", "--pretrain-epochs", "3",
+                 "--epochs", "2", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    res = read_json(tmp_path/"results.json")
+    assert res["task"]["seen"] == 7 and res["task"]["unseen"] == 3 and res["params"]["method"] == "vcc"
+    assert res["T1"] > 40 and "environment" in res     # chance among the 3 unseen digits is 33%
+
+
+def test_text_embeddings_offline():
+    "The offline MiniLM encodes names + WordNet definitions; similar definitions embed closer than unrelated ones."
+    emb = zsl.text_embeddings(["seven", "eight", "zebra"], synset_ids=["seven.n.01", "eight.n.01", None])
+    assert emb.shape == (3, 384) and np.isfinite(emb).all()
+    e = zsl.normalize_embeddings(emb)
+    assert e[0] @ e[1] > e[0] @ e[2]
