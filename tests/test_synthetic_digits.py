@@ -1,0 +1,85 @@
+"""The synthetic-digits tutorial (issue 8) and its embedded generator (cogsynth.digitgen)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cogsynth.core import CogsynthError, read_json
+
+TRICKS = {"guidance 7.5", "guidance 2", "random guidance [1, 5]", "several phrasings", "all combined (phrasings + random guidance)"}
+
+
+@pytest.fixture(scope="module")
+def smoke(run_tutorial):
+    "The tutorial in smoke mode (the same session-cached run as tests/test_tutorials.py)."
+    results, out = run_tutorial("synthetic_digits")
+    return results, out, [Path(results["generator"]["path"]), Path(results["seen_generator"]["path"])]
+
+
+def test_results_have_every_table_entry(smoke):
+    results, out, _ = smoke
+    assert results["smoke"] is True
+    s = results["summary"]
+    rows = s["classifiers"]
+    assert {r["trick"] for r in rows if r["train_data"].startswith("synthetic")} == TRICKS
+    assert sum(r["train_data"].startswith("real") for r in rows) == 1
+    for r in rows:
+        assert set(r) >= {"train_data", "trick", "real_test_top1", "gap_to_real"}
+        assert 0.0 <= r["real_test_top1"] <= 100.0
+    base = s["real_baseline"]["real_test_top1"]
+    for r in rows: assert r["gap_to_real"] == pytest.approx(r["real_test_top1"] - base, abs=0.02)
+    for name in ("real 0-4", "synthetic 0-4"):
+        g = s["genindex"][name]
+        assert 0.0 <= g["g"] <= 1.0 and 0.0 <= g["g_seen"] <= 1.0
+        assert g["g"] == pytest.approx(max(c["nmi"] for c in g["curve"]), abs=1e-4)
+        assert g["best_layer"] in [c["layer"] for c in g["curve"]]
+        assert 0.0 <= g["probe_top1_unseen"] <= 100.0
+    assert set(results["copy_check"]) == {"guidance_7.5", "guidance_2", "random_guidance", "phrasings", "combined"}
+    for f in ("generator_curves.png", "samples.png", "classifier_curves.png", "genindex_fewshot.png"):
+        assert (out/f).stat().st_size > 1000, f
+
+
+def test_synthetic_sets_are_generated_images_of_every_class(smoke):
+    results, out, _ = smoke
+    folders = [p for p in (out/"synthetic").glob("*/*") if (p/"manifest.jsonl").exists()]
+    assert len(folders) == 6                                    # five tricks + the 0-4 clone
+    seen = [p for p in folders if "-seen-" in p.parent.name]
+    assert len(seen) == 1 and sorted(d.name for d in seen[0].iterdir() if d.is_dir()) == ["0", "1", "2", "3", "4"]
+    manifest = next((out/"synthetic").glob("*/random_guidance/manifest.jsonl"))
+    recs = [json.loads(l) for l in manifest.read_text().splitlines()[1:]]
+    assert {r["guidance"] for r in recs} <= {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert len({r["class"] for r in recs}) == 10
+
+
+def test_generator_folder_loads_like_stable_diffusion(smoke):
+    from diffusers import DiffusionPipeline, StableDiffusionPipeline
+    _, _, dirs = smoke
+    assert [read_json(d/"digitgen.json")["classes"] for d in dirs] == [list(range(10)), [0, 1, 2, 3, 4]]
+    assert not any(p.name.endswith(".partial") for p in dirs[0].parent.iterdir())
+    pipe = DiffusionPipeline.from_pretrained(dirs[0])
+    assert isinstance(pipe, StableDiffusionPipeline)
+    assert pipe.scheduler.config.beta_schedule == "scaled_linear" and pipe.scheduler.config.beta_start == 0.00085
+    img = pipe("a handwritten digit seven", num_inference_steps=2, guidance_scale=2.0, height=16, width=16).images[0]
+    assert img.size == (16, 16)
+
+
+def test_generator_cache_and_errors(tmp_path):
+    from cogsynth.digitgen import train_digit_generator, digitgen_params, copy_check, real_digit_images
+    with pytest.raises(CogsynthError, match="unknown digit-generator parameter"): train_digit_generator(tmp_path/"g", smoke=True, unet_step=3)
+    with pytest.raises(CogsynthError, match="not digits 0-9"): digitgen_params(classes=[3, 12])
+    tr, _ = real_digit_images("train"); te, _ = real_digit_images("test")
+    assert copy_check(tr[:50], tr, te)["near_copy_share"] == 1.0     # verbatim training images are flagged
+    assert copy_check(te[:50], tr, te)["ratio"] == pytest.approx(1.0, abs=0.35)
+
+
+@pytest.mark.slow
+def test_full_run_reaches_the_target(tmp_path):
+    "The default parameters (minutes): a synthetic-only classifier reaches >= 93% on real test digits."
+    from cogsynth.runner import run_tutorial
+    from conftest import TUTORIALS
+    results = run_tutorial(TUTORIALS/"06_synthetic_digits.ipynb", tmp_path, smoke=False, device="cpu", timeout=3600)
+    rows = results["summary"]["classifiers"]
+    assert max(r["real_test_top1"] for r in rows if r["train_data"].startswith("synthetic")) >= 93.0
+    assert results["summary"]["real_baseline"]["real_test_top1"] >= 95.0
+    assert all(c["near_copy_share"] < 0.5 for c in results["copy_check"].values())
