@@ -1,11 +1,11 @@
 """The synthetic-digits tutorial (issue 8) and its embedded generator (cogsynth.digitgen)."""
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cogsynth.core import CogsynthError, read_json
+from cogsynth.generate import read_manifest
 
 TRICKS = {"guidance 7.5", "guidance 2", "random guidance [1, 5]", "several phrasings", "all combined (phrasings + random guidance)"}
 
@@ -47,7 +47,7 @@ def test_synthetic_sets_are_generated_images_of_every_class(smoke):
     seen = [p for p in folders if "-seen-" in p.parent.name]
     assert len(seen) == 1 and sorted(d.name for d in seen[0].iterdir() if d.is_dir()) == ["0", "1", "2", "3", "4"]
     manifest = next((out/"synthetic").glob("*/random_guidance/manifest.jsonl"))
-    recs = [json.loads(l) for l in manifest.read_text().splitlines()[1:]]
+    recs = read_manifest(manifest.parent)
     assert {r["guidance"] for r in recs} <= {1.0, 2.0, 3.0, 4.0, 5.0}
     assert len({r["class"] for r in recs}) == 10
 
