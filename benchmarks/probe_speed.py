@@ -1,15 +1,16 @@
 """Speed of the linear probe and the generalization index; prints JSON.
 
 CPU (default):
-  1. the torch L-BFGS probe vs scikit-learn's LogisticRegression(solver="lbfgs") on the same L2-normalized,
-     learnable features (20,000 x 512, 100 classes), same C and tolerance: top-1 of both, seconds, speed-up;
-     the goal is top-1 within 0.5 points and >= 5x faster.
+  1. the torch L-BFGS probe (default precision 'auto', and float32) vs scikit-learn's
+     LogisticRegression(solver="lbfgs") on the same L2-normalized, learnable features (20,000 x 512, 100 classes),
+     same C and tolerance, best of --repeat runs each: top-1 of both, seconds, speed-up; the goal is top-1 within
+     0.5 points and >= 5x faster with the default precision.
   2. the generalization index (k-means NMI, 3 seeds, + kNN) for 2,500 samples x 12 layers.
 CUDA (--device cuda): the full CoG protocol (SGD, 30 Optuna trials on a 20% per-class validation split + refit +
   test) on 1.28M x 2048 features with 1000 classes, generated on the GPU (class centers + noise); goal < 5 minutes
   on an H100. --scale 0.1 runs a tenth of the samples.
 
-  python benchmarks/probe_speed.py                      # CPU, ~1-2 minutes on 2 cores
+  python benchmarks/probe_speed.py                      # CPU, ~2 minutes on 2 cores
   python benchmarks/probe_speed.py --device cuda        # the CoG-scale protocol on a GPU
 """
 import argparse, json, time
@@ -28,35 +29,42 @@ def learnable(n, d, c, signal, seed, device="cpu", dtype=None):
     return X, y
 
 
+def _best_of(repeat, fn):
+    "Run `fn` `repeat` times; (smallest seconds, last result): the least-disturbed run on a shared machine."
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter(); out = fn(); best = min(best, time.perf_counter() - t0)
+    return round(best, 2), out
+
+
 def cpu_probe(args):
     import torch
     from threadpoolctl import threadpool_limits
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import normalize
-    from cogsynth.probe import linear_probe
+    from cogsynth.probe import linear_probe, cpu_has_bf16
     torch.set_num_threads(args.threads)
     n, d, c = args.n, args.dim, args.classes
     X, y = learnable(n + n // 4, d, c, args.signal, 0)
     X, y = X.numpy(), y.numpy()
     Xtr, ytr, Xte, yte = X[:n], y[:n], X[n:], y[n:]
-    out = {"n_train": n, "n_test": len(yte), "dim": d, "classes": c, "C": args.C, "threads": args.threads}
+    out = {"n_train": n, "n_test": len(yte), "dim": d, "classes": c, "C": args.C, "threads": args.threads, "repeat": args.repeat,
+           "cpu_has_bf16": cpu_has_bf16()}
     linear_probe(Xtr[:200], ytr[:200], Xtr[:200], ytr[:200], solver="lbfgs", trials=0, device="cpu", max_iter=5)   # warm-up (lazy imports)
-    for prec in ("float32", "bfloat16"):
-        t0 = time.perf_counter()
-        r = linear_probe(Xtr, ytr, Xte, yte, solver="lbfgs", trials=0, C=args.C, device="cpu", max_iter=args.max_iter, precision=prec)
-        out[f"torch_{prec}_seconds"], out[f"torch_{prec}_top1"] = round(time.perf_counter() - t0, 2), round(r["top1"], 2)
+    for prec in ("auto", "float32"):
+        sec, r = _best_of(args.repeat, lambda: linear_probe(Xtr, ytr, Xte, yte, solver="lbfgs", trials=0, C=args.C, device="cpu",
+                                                             max_iter=args.max_iter, precision=prec))
+        out[f"torch_{prec}_seconds"], out[f"torch_{prec}_top1"] = sec, round(r["top1"], 2)
     with threadpool_limits(args.threads):
-        t0 = time.perf_counter()
-        sk = LogisticRegression(C=args.C, max_iter=args.max_iter, tol=1e-4).fit(normalize(Xtr), ytr)
-        out["sklearn_seconds"] = round(time.perf_counter() - t0, 2)
+        sec, sk = _best_of(args.repeat, lambda: LogisticRegression(C=args.C, max_iter=args.max_iter, tol=1e-4).fit(normalize(Xtr), ytr))
+    out["sklearn_seconds"] = sec
     out["sklearn_top1"] = round(100 * float((sk.predict(normalize(Xte)) == yte).mean()), 2)
     out["sklearn_iterations"] = int(np.max(sk.n_iter_))
-    for prec in ("float32", "bfloat16"):
+    for prec in ("auto", "float32"):
         out[f"speedup_{prec}"] = round(out["sklearn_seconds"] / out[f"torch_{prec}_seconds"], 2)
         out[f"top1_gap_{prec}"] = round(abs(out[f"torch_{prec}_top1"] - out["sklearn_top1"]), 2)
-    best = max(("float32", "bfloat16"), key=lambda p: out[f"speedup_{p}"] if out[f"top1_gap_{p}"] <= 0.5 else -1)
-    out["goal_met"] = bool(out[f"top1_gap_{best}"] <= 0.5 and out[f"speedup_{best}"] >= 5)
-    out["goal_met_with"] = best
+    out["goal"] = "default precision ('auto'): top-1 within 0.5 points of scikit-learn and >= 5x faster"
+    out["goal_met"] = bool(out["top1_gap_auto"] <= 0.5 and out["speedup_auto"] >= 5)
     return out
 
 
@@ -100,10 +108,11 @@ def main():
     p.add_argument("--signal", type=float, default=0.12, help="class-center scale of the CPU features (0.12: top-1 about 50%%)")
     p.add_argument("--C", type=float, default=10.0); p.add_argument("--max-iter", type=int, default=1000)
     p.add_argument("--threads", type=int, default=2); p.add_argument("--n-init", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=2, help="cpu: runs of each single fit; the fastest counts")
     p.add_argument("--skip-genindex", action="store_true")
     p.add_argument("--scale", type=float, default=1.0, help="cuda: fraction of the 1.28M samples")
     p.add_argument("--trials", type=int, default=30); p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--parallel", default="auto", help="cuda: trials fitted at once (default auto = 8)")
+    p.add_argument("--parallel", default="auto", help="cuda: trials fitted at once (default auto = 10)")
     p.add_argument("--signal-gpu", type=float, default=0.08)
     args = p.parse_args()
     if args.parallel != "auto": args.parallel = int(args.parallel)

@@ -8,7 +8,11 @@ CPU (a small model on small images; the default):
 It writes pre-resized synthetic JPEGs (smooth random colour fields, so decoding costs what a photo costs) into a
 temporary folder, then trains the `torch` recipe with cogsynth.train.train twice in the same run: the candidate
 (AMP + channels_last on CUDA; channels_last on CPU) and the baseline (the same loop in fp32, NCHW). Throughput is the
-median of the epochs after the first (warm-up: cuDNN autotuning, loader start). Prints one JSON object.
+median of the epochs after the first (warm-up: cuDNN autotuning, loader start). It also times the loader alone
+(same dataset, transform, sampler and workers, no model): `loader_headroom` = loader images/s / training images/s,
+above 1 when the loader keeps up. `--loader-only` runs just that, e.g. to measure the 224 px loader per CPU core:
+    python benchmarks/train_speed.py --loader-only --img-size 224 --images 2048 --workers 2
+Prints one JSON object.
 """
 import argparse, json, os, statistics, sys, tempfile, time
 from multiprocessing import Pool
@@ -42,6 +46,22 @@ def run(folder, out, args, candidate:bool):
             "data_wait_frac": statistics.median(m["data_wait_frac"] for m in later),
             "per_epoch_images_per_s": [round(m["images_per_s"], 1) for m in ms]}
 
+def loader_only(folder, args):
+    "Images/s of the training loader alone (same dataset, transform, sampler and workers as `train`), its 2nd pass."
+    import torch
+    from cogsynth.data import EpochSampler
+    from cogsynth.train import build_data, get_recipe, _SeededDataset, _SeededSamples
+    r = get_recipe("torch", crop_scale=(0.08, 1.0) if args.img_size >= 64 else None)
+    ds = build_data(str(folder), r=r, img_size=args.img_size, check=False)[0]
+    seeded = _SeededSamples(EpochSampler([len(ds)], drop_last=True), 0)
+    loader = torch.utils.data.DataLoader(_SeededDataset(ds), batch_size=args.batch_size, sampler=seeded, num_workers=args.workers,
+                                         drop_last=True, persistent_workers=args.workers > 0, prefetch_factor=4 if args.workers else None)
+    for epoch in range(2):                          # the first pass starts the workers
+        seeded.set_epoch(epoch); n = 0; t0 = time.perf_counter()
+        for x, _ in loader: n += len(x)
+    sec = time.perf_counter() - t0
+    return {"loader_images_per_s": round(n / sec, 1), "loader_images_per_s_per_worker": round(n / sec / max(1, args.workers), 1)}
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu")
@@ -54,6 +74,7 @@ def main(argv=None):
     p.add_argument("--classes", type=int, default=100)
     p.add_argument("--compile", action="store_true", help="torch.compile the candidate")
     p.add_argument("--no-baseline", action="store_true")
+    p.add_argument("--loader-only", action="store_true", help="time the loader alone (no model): e.g. --img-size 224 --workers 2 on a CPU")
     args = p.parse_args(argv)
     cuda = args.device.startswith("cuda")
     import torch
@@ -69,6 +90,12 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.time(); make_images(Path(tmp)/"data", args.images, args.img_size, args.classes, args.workers or 1)
         gen_s = time.time() - t0
+        loader = loader_only(Path(tmp)/"data", args)
+        if args.loader_only:
+            res = {"benchmark": "train_speed", "mode": "loader only", "img_size": args.img_size, "batch_size": args.batch_size,
+                   "images": args.images, "workers": args.workers, "cpus": os.cpu_count(), **loader, "torch": torch.__version__}
+            print(json.dumps(res, indent=1))
+            return res
         cand = run(Path(tmp)/"data", Path(tmp)/"cand", args, True)
         base = None if args.no_baseline else run(Path(tmp)/"data", Path(tmp)/"base", args, False)
     from cogsynth.core import environment_info
@@ -78,6 +105,7 @@ def main(argv=None):
            "candidate": ("AMP (bf16/fp16 autocast) + channels_last" if cuda else "channels_last, fp32") + (" + torch.compile" if args.compile else ""),
            "baseline": "same loop, fp32, NCHW",
            "images_per_s": round(cand["images_per_s"], 1), "loader_wait_share": round(cand["data_wait_frac"], 3),
+           **loader, "loader_headroom": round(loader["loader_images_per_s"] / cand["images_per_s"], 2),
            "per_epoch_images_per_s": cand["per_epoch_images_per_s"],
            "baseline_images_per_s": None if base is None else round(base["images_per_s"], 1),
            "baseline_loader_wait_share": None if base is None else round(base["data_wait_frac"], 3),

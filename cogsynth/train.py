@@ -104,6 +104,30 @@ class _Relabel:
     def __getitem__(self, i): x, y = self.ds[i]; return x, self.remap[y]
 
 # %% ../nbs/07_train.ipynb #162ec478
+class _SeededSamples:
+    "Wraps a sampler: yields `(index, seed)`, the seed fixed by (run seed, epoch, rank, position in the epoch)."
+    def __init__(self, sampler, seed:int, rank:int=0): self.sampler, self.seed, self.rank, self.epoch = sampler, seed, rank, 0
+    def set_epoch(self, epoch:int): self.epoch = int(epoch); self.sampler.set_epoch(epoch)
+    def __len__(self): return len(self.sampler)
+    def __iter__(self):
+        base = derive_seed(self.seed, "augment", self.epoch, self.rank)
+        return ((i, (base + pos) % 2**63) for pos, i in enumerate(self.sampler))
+
+class _SeededDataset:
+    "Applies the augmentation of item `(index, seed)` under that seed: the same crops in any worker, after any restart."
+    def __init__(self, ds): self.ds = ds
+    def __len__(self): return len(self.ds)
+    def __getitem__(self, key):
+        import torch
+        i, s = key
+        in_worker = torch.utils.data.get_worker_info() is not None
+        saved = None if in_worker else (torch.get_rng_state(), random.getstate(), np.random.get_state())
+        torch.manual_seed(s); random.seed(s); np.random.seed(s % 2**32)
+        try: return self.ds[i]
+        finally:
+            if saved: torch.set_rng_state(saved[0]); random.setstate(saved[1]); np.random.set_state(saved[2])
+
+
 def _multicrop_module():
     import torch.nn as nn
     class _MultiCrop(nn.Module):
@@ -280,13 +304,15 @@ def train(data="digits", model:str|None=None, recipe:str="torch", epochs:int|Non
         val_loader = torch.utils.data.DataLoader(val_ds, batch_size=max(64, per_step), sampler=list(vs), num_workers=workers,
                                                  pin_memory=dev.type == "cuda", persistent_workers=False)
     last = min(r["epochs"], stop_after) if stop_after else r["epochs"]
+    # one loader for the whole run: its workers start once, and every sample's augmentation is seeded by
+    # (seed, epoch, rank, position), so results depend neither on `workers` nor on where a run was resumed
+    seeded = _SeededSamples(sampler, derive_seed(seed, "augment"), rank)
+    loader = torch.utils.data.DataLoader(_SeededDataset(train_ds), batch_size=per_step, sampler=seeded, num_workers=workers,
+                                         drop_last=True, pin_memory=dev.type == "cuda", persistent_workers=workers > 0,
+                                         prefetch_factor=4 if workers else None)
     for epoch in range(start, last):
         seed_everything(derive_seed(seed, "epoch", epoch, rank))
-        sampler.set_epoch(epoch)
-        g = torch.Generator(); g.manual_seed(derive_seed(seed, "loader", epoch, rank) % 2**63)
-        loader = torch.utils.data.DataLoader(train_ds, batch_size=per_step, sampler=sampler, num_workers=workers, drop_last=True,
-                                             pin_memory=dev.type == "cuda", generator=g, persistent_workers=False,
-                                             prefetch_factor=4 if workers else None)
+        seeded.set_epoch(epoch)
         fwd.train(); net.train()
         loss_sum = torch.zeros((), device=dev); correct = torch.zeros((), device=dev); seen = 0
         wait = 0.0; t0 = tick = time.perf_counter(); micro = 0; steps = 0

@@ -20,16 +20,18 @@ log = get_logger("cogsynth.zsl")
 
 # %% auto #0
 __all__ = ['log', 'NORMALIZATIONS', 'DIGIT_ATTRIBUTES', 'DIGIT_SYNSETS', 'DIGIT_NAMES', 'IRRELEVANT_LETTERS', 'METRICS',
-           'LAM_GRID', 'DISCRIMINATOR_INPUTS', 'REBALANCES', 'METHODS', 'METHOD_NAMES', 'check_embeddings',
-           'normalize_embeddings', 'load_embeddings', 'markdown_table', 'digit_attributes', 'default_text_model',
-           'class_descriptions', 'text_embeddings', 'ZSLTask', 'upscale', 'digits_task', 'irrelevant_images',
-           'image_folder_arrays', 'xian_task', 'write_xian_files', 'CraftedNet', 'make_backbone', 'feature_dim',
-           'SeenClassifier', 'train_seen', 'features', 'ridge_map', 'choose_lam', 'visual_rules',
+           'LAM_GRID', 'DISCRIMINATOR_INPUTS', 'REBALANCES', 'METHODS', 'METHOD_NAMES', 'TEMPERATURE_GRID', 'CRITERIA',
+           'check_embeddings', 'normalize_embeddings', 'load_embeddings', 'markdown_table', 'digit_attributes',
+           'default_text_model', 'class_descriptions', 'text_embeddings', 'ZSLTask', 'upscale', 'digits_task',
+           'irrelevant_images', 'image_folder_arrays', 'xian_task', 'write_xian_files', 'CraftedNet', 'make_backbone',
+           'feature_dim', 'SeenClassifier', 'train_seen', 'features', 'ridge_map', 'choose_lam', 'visual_rules',
            'linear_gaussian_task', 'mean_per_class_accuracy', 'harmonic_mean', 'zsl_t1', 'gzsl_metrics',
            'pretrain_seen', 'fit_scc', 'fit_vcc', 'crafted_logits', 'softmax_t', 'mixup_negatives',
            'discriminator_features', 'fit_discriminator', 'rebalance', 'calibrated_stacking', 'choose_gamma',
-           'oracle_select', 'crafted_outputs', 'evaluate_crafted', 'grad_cam', 'plot_grad_cam', 'run_zsl',
-           'evaluate_methods', 'cli_zsl_args', 'cli_zsl']
+           'oracle_select', 'crafted_outputs', 'evaluate_crafted', 'grad_cam', 'plot_grad_cam', 'task_backbone',
+           'fit_crafted', 'check_temperature', 'evaluate_methods', 'check_grid', 'temperature_matters',
+           'class_disjoint_split', 'temperature_table', 'pick_temperature', 'choose_temperature', 'run_zsl',
+           'cli_zsl_args', 'cli_zsl']
 
 # %% ../nbs/13_zsl.ipynb #b91df7f5
 NORMALIZATIONS = ("l2", "zscore", "center_l2", "none")
@@ -84,13 +86,13 @@ _DIGIT_ATT = {  # loopT loopB tall vert topB botB midB diag cRT cRB cLT cLB inkT
     9: (1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.3, 1.0, 0.0, 0.5, 0.0, 1.0, 0.0),
 }
 
-def markdown_table(rows:list[dict], digits:int=1) -> str:
-    "A markdown table of dict rows (floats rounded to `digits`)."
+def markdown_table(rows:list[dict], digits:int=1, exact:Sequence[str]=("tau", "gamma")) -> str:
+    "A markdown table of dict rows (floats rounded to `digits`, except hyper-parameter columns `exact`, shown in full)."
     if not rows: return ""
     cols = list(dict.fromkeys(k for r in rows for k in r))
-    fmt = lambda v: f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+    fmt = lambda v, c: (f"{v:g}" if c in exact else f"{v:.{digits}f}") if isinstance(v, float) else str(v)
     return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] +
-                     ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows])
+                     ["| " + " | ".join(fmt(r.get(c, ""), c) for c in cols) + " |" for r in rows])
 
 def digit_attributes() -> tuple[np.ndarray, tuple[str, ...]]:
     "The hand-made [10, 14] digit-by-attribute matrix (rows 0..9, default probabilities) and its attribute names."
@@ -646,47 +648,195 @@ def plot_grad_cam(net:nn.Module, X, y=None, class_names=None, path=None, title:s
     if path is not None: fig.savefig(path, dpi=100)
     return fig
 
-# %% ../nbs/13_zsl.ipynb #83273c37
+# %% ../nbs/13_zsl.ipynb #b22de05d
 METHODS = ("scc", "vcc", "vcc-free", "ensemble")
 METHOD_NAMES = {"scc": "S-CC", "vcc": "V-CC", "vcc-free": "V-CC (no fine-tuning)", "ensemble": "V&S-CC"}
 
-def run_zsl(task:ZSLTask, methods:Sequence[str]=("scc", "vcc", "ensemble"), rebalances:Sequence[str]=REBALANCES,
-            X_irrelevant=None, backbone:nn.Module|str|None=None, pretrain_epochs:int=10, epochs:int=10,
-            lr:float=2e-3, temperature:float=3.0, metric:str="cosine", lam:float|str="auto", seed:int=0,
-            device="cpu") -> tuple[list[dict], dict]:
-    "Fit crafted models on `task` and evaluate each method x rebalancing choice: (rows, {method: net})."
-    task.validate()
+def _check_choices(methods:Sequence[str], rebalances:Sequence[str]=("none",)):
     bad = [m for m in methods if m not in METHODS] + [r for r in rebalances if r not in REBALANCES]
     if bad: raise CogsynthError(f"unknown method/rebalance {bad}: methods {METHODS}, rebalances {REBALANCES}")
-    if "discriminator" in rebalances and X_irrelevant is None:
-        raise CogsynthError("rebalance 'discriminator' needs task-irrelevant inputs (X_irrelevant)")
-    if "stacking" in rebalances and task.X_val is None:
-        raise CogsynthError("rebalance 'stacking' needs seen validation data (a task built with val_frac > 0)")
+    if not len(methods) or not len(rebalances): raise CogsynthError("give at least one method and one rebalancing choice")
+
+def task_backbone(task:ZSLTask, backbone:nn.Module|str|None=None, seed:int=0) -> nn.Module:
+    "The starting backbone for `task`: a copy of a module, or a new one by name (default `small_cnn`/`mlp`) seeded with `seed`."
+    if isinstance(backbone, nn.Module): return copy.deepcopy(backbone)
     images = np.ndim(task.X_train) == 4
     seed_everything(seed)
-    if backbone is None or isinstance(backbone, str):
-        backbone = make_backbone(backbone or ("small_cnn" if images else "mlp"), in_chans=np.shape(task.X_train)[1] if images else 1,
-                                 in_dim=None if images else np.shape(task.X_train)[1])
+    return make_backbone(backbone or ("small_cnn" if images else "mlp"), in_chans=np.shape(task.X_train)[1] if images else 1,
+                         in_dim=None if images else np.shape(task.X_train)[1])
+
+def fit_crafted(task:ZSLTask, methods:Sequence[str]=("scc", "vcc", "ensemble"), X_irrelevant=None,
+                backbone:nn.Module|str|None=None, pretrain_epochs:int=10, epochs:int=10, lr:float=2e-3,
+                metric:str="cosine", lam:float|str="auto", seed:int=0, device="cpu") -> tuple[dict, dict]:
+    "Pre-train a backbone on `task`'s seen classes and fit the models `methods` need: ({model: outputs}, {model: net})."
+    task.validate(); _check_choices(methods)
+    backbone = task_backbone(task, backbone, seed)
     if pretrain_epochs > 0: backbone = pretrain_seen(task, backbone, pretrain_epochs, lr, seed=seed, device=device)
     need = {m for m in methods if m != "ensemble"} | ({"scc", "vcc"} if "ensemble" in methods else set())
     nets = {}
     if "scc" in need: nets["scc"] = fit_scc(task, backbone, epochs, lr, metric, seed=seed, device=device)
     if "vcc" in need: nets["vcc"] = fit_vcc(task, backbone, epochs, lr / 2, lam, metric, seed=seed, device=device)
     if "vcc-free" in need: nets["vcc-free"] = fit_vcc(task, backbone, 0, lam=lam, metric=metric, finetune=False, device=device)
-    outs = {k: crafted_outputs(n, task, X_irrelevant, device=device) for k, n in nets.items()}
-    return evaluate_methods(outs, task, methods, rebalances, temperature, seed=seed), nets
+    return {k: crafted_outputs(n, task, X_irrelevant, device=device) for k, n in nets.items()}, nets
+
+def check_temperature(temperature, rebalances:Sequence[str]|None=None, auto:bool=True):
+    "`'auto'`, a finite float > 0, or a {rebalance: float} dict covering `rebalances`; anything else raises a `CogsynthError`."
+    if auto and isinstance(temperature, str) and temperature.strip().lower() == "auto": return "auto"
+    if isinstance(temperature, dict):
+        missing = [rb for rb in (rebalances or ()) if rb not in temperature]
+        if missing: raise CogsynthError(f"temperature dict {temperature} has no value for rebalance {missing}")
+        return {rb: check_temperature(t, auto=False) for rb, t in temperature.items()}
+    try: t = float(temperature)
+    except (TypeError, ValueError):
+        raise CogsynthError(f"temperature {temperature!r} must be {'auto or ' if auto else ''}a number > 0") from None
+    if not (math.isfinite(t) and t > 0):
+        raise CogsynthError(f"temperature must be a finite number > 0 (1 = the plain softmax), got {temperature}")
+    return t
 
 def evaluate_methods(outs:dict, task:ZSLTask, methods:Sequence[str]=METHODS, rebalances:Sequence[str]=REBALANCES,
-                     temperature:float=3.0, seed:int=0, **kw) -> list[dict]:
-    "Rows of T1, S, U, H for each method x rebalancing choice, from `crafted_outputs` keyed by method."
+                     temperature:float|dict=1.0, seed:int=0, **kw) -> list[dict]:
+    "Rows of tau, T1, S, U, H for each method x rebalancing choice, from `crafted_outputs` keyed by method."
+    _check_choices(methods, rebalances)
+    tau = check_temperature(temperature, rebalances, auto=False)
+    tau = tau if isinstance(tau, dict) else {rb: tau for rb in rebalances}
     rows = []
     for m in methods:
         o = [outs["scc"], outs["vcc"]] if m == "ensemble" else outs[m]
         for rb in rebalances:
-            rows.append(dict(method=METHOD_NAMES[m], rebalance=rb, **evaluate_crafted(o, task, rb, temperature, seed=seed, **kw)))
+            rows.append(dict(method=METHOD_NAMES[m], rebalance=rb, tau=tau[rb],
+                             **evaluate_crafted(o, task, rb, tau[rb], seed=seed, **kw)))
     return rows
 
-# %% ../nbs/13_zsl.ipynb #0d414b17
+# %% ../nbs/13_zsl.ipynb #85ab1d3f
+TEMPERATURE_GRID = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+CRITERIA = ("H", "T1")
+
+def check_grid(grid) -> tuple[float, ...]:
+    "A temperature grid as a sorted tuple of distinct finite floats > 0; an empty or bad grid raises a `CogsynthError`."
+    try: g = [float(t) for t in grid]
+    except (TypeError, ValueError): raise CogsynthError(f"temperature grid {grid!r} must be a list of numbers > 0") from None
+    if not g: raise CogsynthError("the temperature grid is empty: give at least one value > 0, e.g. (1, 3, 10)")
+    bad = [t for t in g if not (math.isfinite(t) and t > 0)]
+    if bad: raise CogsynthError(f"temperatures must be finite and > 0 (1 = the plain softmax), the grid holds {bad}")
+    return tuple(sorted(set(g)))
+
+def temperature_matters(methods:Sequence[str], rebalances:Sequence[str]) -> bool:
+    "Whether tau can change a number: the ensemble averages softmaxes, the discriminator and stacking rescale/shift them."
+    return "ensemble" in methods or bool({"discriminator", "stacking"} & set(rebalances))
+
+def _subset(pairs):
+    "Concatenate `X[idx]` over (X, idx) pairs (numpy arrays or torch tensors)."
+    parts = [X[torch.as_tensor(idx, dtype=torch.long)] if isinstance(X, torch.Tensor) else np.asarray(X)[idx] for X, idx in pairs]
+    return torch.cat(parts) if isinstance(parts[0], torch.Tensor) else np.concatenate(parts)
+
+def class_disjoint_split(task:ZSLTask, holdout_classes:float|int=1/3, holdout_images:float=0.2, seed:int=0) -> ZSLTask:
+    "A validation `ZSLTask` on `task`'s seen classes only: some held out as pseudo-unseen; no unseen class, no test image."
+    task.validate()
+    seen = list(task.seen); n = len(seen)
+    if isinstance(holdout_classes, float) and not 0 < holdout_classes < 1:
+        raise CogsynthError(f"holdout_classes {holdout_classes} must be a share in (0, 1) or a number of classes")
+    k = int(holdout_classes) if isinstance(holdout_classes, (int, np.integer)) else max(1, round(holdout_classes * n))
+    if k < 1 or n - k < 2:
+        raise CogsynthError(f"too few seen classes to hold some out: {n} seen, {k} held out leaves {n - k} to fit on; "
+                            "class-disjoint validation needs >= 2 pseudo-seen and >= 1 pseudo-unseen class (3 seen "
+                            "classes at least): pass a fixed temperature instead")
+    if not 0 < holdout_images < 1: raise CogsynthError(f"holdout_images {holdout_images} must be a share in (0, 1)")
+    rng = np.random.default_rng(seed)
+    pu = sorted(int(c) for c in rng.choice(seen, size=k, replace=False)); ps = [c for c in seen if c not in pu]
+    new = {c: i for i, c in enumerate(seen)}
+    ytr = np.asarray(task.y_train); fit, held = [], []
+    for c in ps:
+        idx = rng.permutation(np.where(ytr == c)[0])
+        if len(idx) < 2: raise CogsynthError(f"seen class {task.class_names[c]} has {len(idx)} training image(s): "
+                                             "class-disjoint validation needs >= 2 (one to fit, one to test)")
+        h = max(1, round(holdout_images * len(idx)))
+        held.append(idx[:h]); fit.append(idx[h:])
+    fit, held = np.sort(np.concatenate(fit)), np.sort(np.concatenate(held))
+    unseen_pairs = [(task.X_train, np.where(np.isin(ytr, pu))[0])]
+    y_unseen = [ytr[unseen_pairs[0][1]]]
+    X_val = y_val = None
+    if task.X_val is not None:
+        yv = np.asarray(task.y_val); v_seen, v_unseen = np.where(np.isin(yv, ps))[0], np.where(np.isin(yv, pu))[0]
+        if len(v_seen): X_val, y_val = _subset([(task.X_val, v_seen)]), yv[v_seen]
+        if len(v_unseen): unseen_pairs.append((task.X_val, v_unseen)); y_unseen.append(yv[v_unseen])
+    relabel = lambda y: np.asarray([new[int(c)] for c in y], dtype=np.int64)
+    return ZSLTask([task.class_names[c] for c in seen], task.embeddings[seen], [new[c] for c in ps], [new[c] for c in pu],
+                   _subset([(task.X_train, fit)]), relabel(ytr[fit]), _subset([(task.X_train, held)]), relabel(ytr[held]),
+                   _subset(unseen_pairs), relabel(np.concatenate(y_unseen)), X_val,
+                   None if y_val is None else relabel(y_val), name=f"{task.name}-classval")
+
+def temperature_table(scores:list[dict], rebalance:str="discriminator", methods:Sequence[str]|None=None,
+                      criterion:str="H") -> list[dict]:
+    "Validation `criterion` per tau (rows) and method (columns, plus their mean) for one rebalancing choice."
+    if criterion not in CRITERIA: raise CogsynthError(f"unknown criterion {criterion!r}: use one of {CRITERIA}")
+    names = None if methods is None else [METHOD_NAMES.get(m, m) for m in methods]
+    rows = [r for r in scores if r["rebalance"] == rebalance and (names is None or r["method"] in names)]
+    out = []
+    for t in sorted({r["tau"] for r in rows}):
+        vals = {r["method"]: r[criterion] for r in rows if r["tau"] == t}
+        out.append({"tau": t, **vals, "mean": float(np.mean(list(vals.values())))})
+    return out
+
+def pick_temperature(scores:list[dict], rebalance:str="discriminator", methods:Sequence[str]|None=None,
+                     criterion:str="H") -> float:
+    "The tau with the best mean validation `criterion` over `methods` for `rebalance` (ties: the tau closest to 1)."
+    table = temperature_table(scores, rebalance, methods, criterion)
+    if not table: raise CogsynthError(f"no validation scores for rebalance {rebalance!r}: score it in choose_temperature")
+    best = max(r["mean"] for r in table)
+    return min((r["tau"] for r in table if r["mean"] >= best - 1e-9), key=lambda t: (abs(math.log(t)), t))
+
+def choose_temperature(task:ZSLTask, X_irrelevant=None, methods:Sequence[str]=("scc", "vcc", "ensemble"),
+                       rebalances:Sequence[str]=("discriminator",), grid:Sequence[float]=TEMPERATURE_GRID,
+                       criterion:str="H", splits:int=1, holdout_classes:float|int=1/3, holdout_images:float=0.2,
+                       backbone:nn.Module|str|None=None, pretrain_epochs:int=10, epochs:int=10, lr:float=2e-3,
+                       metric:str="cosine", lam:float|str="auto", seed:int=0, device="cpu") -> tuple[float, list[dict]]:
+    "Tau by class-disjoint validation on seen classes only: (best tau for `rebalances[0]`, mean scores per tau x method x rebalance)."
+    task.validate(); _check_choices(methods, rebalances); grid = check_grid(grid)
+    if criterion not in CRITERIA: raise CogsynthError(f"unknown criterion {criterion!r}: use one of {CRITERIA}")
+    if int(splits) < 1: raise CogsynthError(f"splits must be >= 1, got {splits}")
+    if not temperature_matters(methods, rebalances): return min(grid, key=lambda t: (abs(math.log(t)), t)), []
+    if "discriminator" in rebalances and X_irrelevant is None:
+        raise CogsynthError("rebalance 'discriminator' needs task-irrelevant inputs (X_irrelevant)")
+    vtasks = [class_disjoint_split(task, holdout_classes, holdout_images, derive_seed("zsl-temperature", seed, i))
+              for i in range(int(splits))]
+    if "stacking" in rebalances and any(v.X_val is None for v in vtasks):
+        raise CogsynthError("rebalance 'stacking' needs seen validation data of the pseudo-seen classes: build the task "
+                            "with val_frac > 0")
+    start = task_backbone(task, backbone, seed)
+    per = {}
+    for i, vt in enumerate(vtasks):
+        outs, _ = fit_crafted(vt, methods, X_irrelevant, start, pretrain_epochs, epochs, lr, metric, lam, seed, device)
+        for t in grid:
+            for r in evaluate_methods(outs, vt, methods, rebalances, t, seed=seed):
+                per.setdefault((r["method"], r["rebalance"], t), []).append(r)
+        log.info("temperature split %d: pseudo-unseen %s", i, [vt.class_names[c] for c in vt.unseen])
+    scores = [dict(method=m, rebalance=rb, tau=t, **{k: float(np.mean([r[k] for r in rs])) for k in ("T1", "S", "U", "H")},
+                   splits=len(rs)) for (m, rb, t), rs in per.items()]
+    return pick_temperature(scores, rebalances[0], criterion=criterion), scores
+
+# %% ../nbs/13_zsl.ipynb #7d1db596
+def run_zsl(task:ZSLTask, methods:Sequence[str]=("scc", "vcc", "ensemble"), rebalances:Sequence[str]=REBALANCES,
+            X_irrelevant=None, backbone:nn.Module|str|None=None, pretrain_epochs:int=10, epochs:int=10,
+            lr:float=2e-3, temperature:float|str|dict="auto", metric:str="cosine", lam:float|str="auto", seed:int=0,
+            device="cpu", temperature_grid:Sequence[float]=TEMPERATURE_GRID) -> tuple[list[dict], dict]:
+    "Fit crafted models on `task` and evaluate each method x rebalancing choice: (rows, {method: net})."
+    task.validate(); _check_choices(methods, rebalances)
+    if "discriminator" in rebalances and X_irrelevant is None:
+        raise CogsynthError("rebalance 'discriminator' needs task-irrelevant inputs (X_irrelevant)")
+    if "stacking" in rebalances and task.X_val is None:
+        raise CogsynthError("rebalance 'stacking' needs seen validation data (a task built with val_frac > 0)")
+    temperature = check_temperature(temperature, rebalances)
+    start = task_backbone(task, backbone, seed)
+    if temperature == "auto":
+        tau, scores = choose_temperature(task, X_irrelevant, methods, rebalances, temperature_grid, backbone=start,
+                                         pretrain_epochs=pretrain_epochs, epochs=epochs, lr=lr, metric=metric, lam=lam,
+                                         seed=seed, device=device)
+        temperature = {rb: pick_temperature(scores, rb) if scores else tau for rb in rebalances}
+        log.info("temperature chosen on class-disjoint validation: %s", temperature)
+    outs, nets = fit_crafted(task, methods, X_irrelevant, start, pretrain_epochs, epochs, lr, metric, lam, seed, device)
+    return evaluate_methods(outs, task, methods, rebalances, temperature, seed=seed), nets
+
+# %% ../nbs/13_zsl.ipynb #6f9426b6
 def cli_zsl_args(p):
     p.add_argument("--data", required=True, help="'digits' or a folder with res101.mat + att_splits.mat (Xian et al.)")
     p.add_argument("--embeddings", default="attributes", help="attributes | text | FILE (.npy/.csv, one row per class)")
@@ -696,7 +846,11 @@ def cli_zsl_args(p):
     p.add_argument("--irrelevant", default=None, help="task-irrelevant images (folder) or features (.npy)")
     p.add_argument("--backbone", default=None, help="small_cnn (images), mlp (features), identity, or an encoder name")
     p.add_argument("--pretrain-epochs", type=int, default=10); p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=2e-3); p.add_argument("--temperature", type=float, default=3.0)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--temperature", default="auto", help="softmax temperature before rebalancing/averaging: auto "
+                   "(chosen on a class-disjoint split of the seen classes, no unseen or test data) or a number > 0")
+    p.add_argument("--temperature-grid", default=",".join(f"{t:g}" for t in TEMPERATURE_GRID),
+                   help="comma-separated temperatures that --temperature auto chooses from")
     p.add_argument("--text-model", default=None, help="sentence-transformers folder or hub id (default: offline MiniLM)")
     p.add_argument("--seed", type=int, default=0); p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="output folder for results.json")
@@ -723,15 +877,23 @@ def _cli_task(args):
 
 def cli_zsl(args) -> int:
     from cogsynth.core import get_device
+    tau = check_temperature(args.temperature)
+    grid = check_grid([t for t in str(args.temperature_grid).split(",") if t.strip()])
     out = ensure_dir(args.out, "zsl output folder")
     task, irr = _cli_task(args)
-    device = get_device(args.device)
+    device, scores = get_device(args.device), None
+    if tau == "auto":
+        tau, scores = choose_temperature(task, irr, [args.method], [args.rebalance], grid, backbone=args.backbone,
+                                         pretrain_epochs=args.pretrain_epochs, epochs=args.epochs, lr=args.lr,
+                                         seed=args.seed, device=device)
     rows, _ = run_zsl(task, [args.method], [args.rebalance], irr, args.backbone, args.pretrain_epochs, args.epochs,
-                      args.lr, args.temperature, seed=args.seed, device=device)
-    res = dict(schema="cogsynth.zsl/1", **{k: rows[0][k] for k in ("T1", "S", "U", "H")}, row=rows[0],
-               task=task.summary(), params={k: v for k, v in vars(args).items() if not callable(v)},
-               environment=environment_info())
+                      args.lr, tau, seed=args.seed, device=device)
+    res = dict(schema="cogsynth.zsl/1", **{k: rows[0][k] for k in ("T1", "S", "U", "H")}, temperature=tau,
+               temperature_source="given" if scores is None else "class-disjoint validation on seen classes" if scores
+               else "auto: no effect on this method and rebalancing",
+               temperature_scores=scores, row=rows[0], task=task.summary(),
+               params={k: v for k, v in vars(args).items() if not callable(v)}, environment=environment_info())
     write_json(out/"results.json", res)
-    print(f"{rows[0]['method']} ({args.rebalance}): T1 {res['T1']:.1f}  S {res['S']:.1f}  U {res['U']:.1f}  H {res['H']:.1f}"
-          f"  -> {out/'results.json'}")
+    print(f"{rows[0]['method']} ({args.rebalance}, tau {tau:g}): T1 {res['T1']:.1f}  S {res['S']:.1f}  U {res['U']:.1f}"
+          f"  H {res['H']:.1f}  -> {out/'results.json'}")
     return 0

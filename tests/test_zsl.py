@@ -122,13 +122,77 @@ def test_cli_on_xian_files(tmp_path):
     assert zsl.cli_zsl(args) == 0
     res = read_json(tmp_path/"out"/"results.json")
     assert {"T1", "S", "U", "H"} <= set(res) and res["task"]["unseen"] == 2 and 0 <= res["H"] <= 100
+    # --temperature auto (the default) chose tau on the seen classes, from the grid, and kept the scores that chose it
+    assert res["temperature"] in zsl.TEMPERATURE_GRID and res["row"]["tau"] == res["temperature"]
+    assert res["temperature_source"].startswith("class-disjoint") and len(res["temperature_scores"]) == len(zsl.TEMPERATURE_GRID)
     with pytest.raises(CogsynthError, match="needs --irrelevant"):
         zsl.cli_zsl(p.parse_args(["--data", str(folder), "--out", str(tmp_path/"o2")]))
+
+
+def _lg_garbage(task):
+    "A copy of `task` whose test images are NaN and whose unseen classes' embeddings are noise."
+    import copy
+    g = copy.deepcopy(task)
+    g.X_test_seen, g.X_test_unseen = np.full_like(task.X_test_seen, np.nan), np.full_like(task.X_test_unseen, np.nan)
+    g.embeddings[task.unseen] = np.random.default_rng(5).normal(size=(len(task.unseen), task.embeddings.shape[1]))
+    return g
+
+
+def test_choose_temperature_reads_no_unseen_or_test_data(monkeypatch):
+    task, _ = zsl.linear_gaussian_task(n_seen=12, n_unseen=3, noise=4.0, n_train=30, seed=3)
+    irr = np.random.default_rng(4).normal(0, 8, (100, task.X_train.shape[1])).astype(np.float32)
+    kw = dict(methods=("scc", "vcc", "ensemble"), rebalances=("discriminator", "none"), grid=(0.5, 2.0, 8.0),
+              splits=2, pretrain_epochs=2, epochs=2, seed=1)
+    fitted = []
+    fit = zsl.fit_crafted
+    monkeypatch.setattr(zsl, "fit_crafted", lambda t, *a, **k: (fitted.append(t), fit(t, *a, **k))[1])
+    tau, scores = zsl.choose_temperature(task, irr, **kw)
+    # the models it fits know only the seen classes, 8 pseudo-seen + 4 pseudo-unseen, a different split each time
+    seen_names = [task.class_names[c] for c in task.seen]
+    assert len(fitted) == 2 and all(t.class_names == seen_names and len(t.seen) == 8 and len(t.unseen) == 4 for t in fitted)
+    assert fitted[0].unseen != fitted[1].unseen
+    for t in fitted:   # every image it fits or scores is a seen-class training image of the task
+        for X in (t.X_train, t.X_test_seen, t.X_test_unseen):
+            assert all((task.X_train == x).all(1).any() for x in X[:50])
+    assert tau in kw["grid"] and {r["tau"] for r in scores} == set(kw["grid"]) and all(r["splits"] == 2 for r in scores)
+    assert tau == zsl.pick_temperature(scores, "discriminator")
+    # NaN test images and noise for the unseen embeddings change nothing
+    assert zsl.choose_temperature(_lg_garbage(task), irr, **kw) == (tau, scores)
+
+
+def test_temperature_bad_inputs(monkeypatch, capsys, tmp_path):
+    task, _ = zsl.linear_gaussian_task(n_seen=6, n_unseen=2, n_train=10, n_test=20)
+    def trained(*a, **k): raise AssertionError("trained before checking its inputs")
+    monkeypatch.setattr(zsl, "pretrain_seen", trained); monkeypatch.setattr(zsl, "fit_crafted", trained)
+    for bad in (0, -1.0, float("nan"), "hot", None):
+        with pytest.raises(CogsynthError, match="temperature"):
+            zsl.run_zsl(task, ("ensemble",), ("none",), temperature=bad)
+    with pytest.raises(CogsynthError, match="grid is empty"):
+        zsl.run_zsl(task, ("ensemble",), ("none",), temperature_grid=())
+    with pytest.raises(CogsynthError, match="finite and > 0"):
+        zsl.choose_temperature(task, methods=("ensemble",), rebalances=("none",), grid=(1.0, 0.0))
+    with pytest.raises(CogsynthError, match="too few seen classes"):
+        zsl.choose_temperature(task, methods=("ensemble",), rebalances=("none",), holdout_classes=5)
+    two, _ = zsl.linear_gaussian_task(n_seen=2, n_unseen=2, n_train=10, n_test=20)
+    with pytest.raises(CogsynthError, match="too few seen classes"):
+        zsl.run_zsl(two, ("ensemble",), ("none",))
+    with pytest.raises(CogsynthError, match="X_irrelevant"):
+        zsl.choose_temperature(task)
+    # ... and a fixed temperature needs no held-out classes; tau cannot matter for one model without rebalancing
+    assert zsl.choose_temperature(two, methods=("vcc",), rebalances=("none", "oracle")) == (1.0, [])
+    from cogsynth.cli import main
+    assert main(["zsl", "--data", "digits", "--temperature", "-1", "--out", str(tmp_path)]) == 2
+    assert "finite number > 0" in capsys.readouterr().err
 
 
 def test_digits_tutorial(run_tutorial):
     res, out = run_tutorial("zsl")
     assert res["smoke"] is True
+    # tau came from class-disjoint validation on seen digits, one per rebalancing choice, from the grid
+    grid = res["params"]["temperature_grid"]
+    assert res["params"]["temperature"] == "auto" and set(res["temperatures"]) == set(zsl.REBALANCES)
+    assert all(t in grid for t in res["temperatures"].values()) and {r["tau"] for r in res["temperature_validation"]} == set(grid)
+    assert all(r["tau"] == res["temperatures"][r["rebalance"]] for r in res["rows"])
     names = {(r["method"], r["rebalance"]) for r in res["rows"]}
     assert {(m, rb) for m in ("S-CC", "V-CC", "V-CC (no fine-tuning)", "V&S-CC") for rb in zsl.REBALANCES} <= names
     for r in res["rows"]:
