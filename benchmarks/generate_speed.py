@@ -94,8 +94,8 @@ def main():
     gpu = device.type == "cuda"
     width = args.width or (512 if gpu else 32); height = args.height or (384 if gpu else 32)
     steps = args.steps or (50 if gpu else 10)
-    n = args.images or (16 if gpu else 16)
-    bs = args.batch_size or (8 if gpu else 8)
+    n = args.images or 16
+    bs = args.batch_size or 8
     dtype = _dtype(args.dtype or ("fp16" if gpu else "fp32"), device)
     if gpu:
         torch.backends.cuda.matmul.allow_tf32 = True; torch.backends.cudnn.allow_tf32 = True

@@ -17,7 +17,8 @@ a = p.parse_args()
 
 load_wordnet()
 seen, pool = list(imagenet_wnids("1k")), list(imagenet_wnids("21k"))
-unseen = [w for w in pool if w not in set(seen)]
+seen_set = set(seen)
+unseen = [w for w in pool if w not in seen_set]
 t = time.perf_counter(); graph = ConceptGraph.build(pool + seen); build_s = time.perf_counter() - t
 ours_s = []
 for _ in range(5):

@@ -9,8 +9,8 @@ It writes pre-resized synthetic JPEGs (smooth random colour fields, so decoding 
 temporary folder, then trains the `torch` recipe with cogsynth.train.train twice in the same run: the candidate
 (AMP + channels_last on CUDA; channels_last on CPU) and the baseline (the same loop in fp32, NCHW). Throughput is the
 median of the epochs after the first (warm-up: cuDNN autotuning, loader start). It also times the loader alone
-(same dataset, transform, sampler and workers, no model): `loader_headroom` = loader images/s / training images/s,
-above 1 when the loader keeps up. `--loader-only` runs just that, e.g. to measure the 224 px loader per CPU core:
+(train's own loader, built by cogsynth.train._train_loader: same dataset, transform, sampler and workers, no model):
+`loader_headroom` = loader images/s / training images/s, above 1 when the loader keeps up. `--loader-only` runs just that, e.g. to measure the 224 px loader per CPU core:
     python benchmarks/train_speed.py --loader-only --img-size 224 --images 2048 --workers 2
 Prints one JSON object.
 """
@@ -39,25 +39,21 @@ def run(folder, out, args, candidate:bool):
     ms = train(str(folder), args.model, "torch", epochs=args.epochs, out_dir=out, img_size=args.img_size,
                batch_size=args.batch_size, device=args.device, workers=args.workers, check_images=False,
                amp=("auto" if args.device.startswith("cuda") else "none") if candidate else "none",
-               channels_last=candidate, compile=candidate and args.compile, crop_scale=(0.08, 1.0) if args.img_size >= 64 else None,
-               schedule="cosine", lr=0.1)
+               channels_last=candidate, compile=candidate and args.compile, schedule="cosine", lr=0.1)
     later = ms[1:] or ms
     return {"images_per_s": statistics.median(m["images_per_s"] for m in later),
             "data_wait_frac": statistics.median(m["data_wait_frac"] for m in later),
             "per_epoch_images_per_s": [round(m["images_per_s"], 1) for m in ms]}
 
 def loader_only(folder, args):
-    "Images/s of the training loader alone (same dataset, transform, sampler and workers as `train`), its 2nd pass."
-    import torch
+    "Images/s of the training loader alone (the loader `train` builds: same dataset, transform, sampler and workers), its 2nd pass."
     from cogsynth.data import EpochSampler
-    from cogsynth.train import build_data, get_recipe, _SeededDataset, _SeededSamples
-    r = get_recipe("torch", crop_scale=(0.08, 1.0) if args.img_size >= 64 else None)
-    ds = build_data(str(folder), r=r, img_size=args.img_size, check=False)[0]
-    seeded = _SeededSamples(EpochSampler([len(ds)], drop_last=True), 0)
-    loader = torch.utils.data.DataLoader(_SeededDataset(ds), batch_size=args.batch_size, sampler=seeded, num_workers=args.workers,
-                                         drop_last=True, persistent_workers=args.workers > 0, prefetch_factor=4 if args.workers else None)
+    from cogsynth.train import build_data, get_recipe, _train_loader
+    ds = build_data(str(folder), r=get_recipe("torch"), img_size=args.img_size, check=False)[0]
+    loader = _train_loader(ds, EpochSampler([len(ds)], drop_last=True), args.batch_size, args.workers,
+                           pin_memory=args.device.startswith("cuda"))
     for epoch in range(2):                          # the first pass starts the workers
-        seeded.set_epoch(epoch); n = 0; t0 = time.perf_counter()
+        loader.sampler.set_epoch(epoch); n = 0; t0 = time.perf_counter()
         for x, _ in loader: n += len(x)
     sec = time.perf_counter() - t0
     return {"loader_images_per_s": round(n / sec, 1), "loader_images_per_s_per_worker": round(n / sec / max(1, args.workers), 1)}
@@ -112,7 +108,7 @@ def main(argv=None):
            "ratio_vs_baseline": None if base is None else round(cand["images_per_s"] / base["images_per_s"], 3),
            "goal_images_per_s": 2000 if cuda and args.model == "resnet50" else None,
            "image_generation_s": round(gen_s, 1), "torch": torch.__version__, "cpus": os.cpu_count(),
-           "environment": {k: v for k, v in environment_info().items() if k in ("python", "platform", "versions")}}
+           "environment": {k: v for k, v in environment_info().items() if k in ("python", "platform", "packages")}}
     print(json.dumps(res, indent=1))
     return res
 

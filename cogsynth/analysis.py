@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from .core import CogsynthError, get_logger, progress
-from .probe import check_features
+from .probe import check_features, _as_numpy, _save_figure
 
 # %% auto #0
 __all__ = ['cluster_nmi', 'knn_agreement', 'generalization_index', 'genindex_checkpoints', 'plot_genindex',
@@ -27,18 +27,23 @@ def _interval(v:np.ndarray, level:float=0.95) -> list[float]:
     return [float(v.mean() - h), float(v.mean() + h)]
 
 def _prepared(X, y, normalize:bool, what:str):
+    "Checked float32 features (L2-normalized with `normalize`) and int64 labels, as the measures below take them."
     X, y = check_features(X, y, what)
-    X = np.asarray(X.detach().cpu().numpy() if hasattr(X, "detach") else X, dtype=np.float32)
+    X = np.asarray(_as_numpy(X), dtype=np.float32)
     if normalize: X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
     return X, y
 
 def cluster_nmi(X, y, seeds:Sequence[int]=(0, 1, 2, 3, 4), n_init:int=5, normalize:bool=False, k:int|None=None,
                 threads:int|None=1) -> dict:
     "NMI between k-means clusters (`k` = number of classes) and labels over `seeds`: mean, std, 95% interval, values."
+    X, y = _prepared(X, y, normalize, "features")
+    return _cluster_nmi(X, y, seeds, n_init, k, threads)
+
+def _cluster_nmi(X, y, seeds, n_init:int=5, k:int|None=None, threads:int|None=1) -> dict:
+    "`cluster_nmi` of features already through `_prepared`."
     from sklearn.cluster import KMeans
     from sklearn.metrics import normalized_mutual_info_score
     from threadpoolctl import threadpool_limits
-    X, y = _prepared(X, y, normalize, "features")
     k = k or len(np.unique(y))
     if k < 2: raise CogsynthError(f"only {k} class in the labels: cluster NMI needs at least 2 classes")
     if len(X) < k: raise CogsynthError(f"{len(X)} samples for k={k} clusters: pass at least k samples")
@@ -50,22 +55,27 @@ def cluster_nmi(X, y, seeds:Sequence[int]=(0, 1, 2, 3, 4), n_init:int=5, normali
 # %% ../nbs/09_analysis.ipynb #80deaab7
 def knn_agreement(X, y, k:int|None=None, normalize:bool=False, chunk:int=2048) -> dict:
     "Mean share of each point's `k` nearest neighbours (self excluded) with its label, and leave-one-out 1-NN accuracy."
-    import torch
     X, y = _prepared(X, y, normalize, "features")
+    return _knn_agreement(X, y, k, chunk)
+
+def _knn_agreement(X, y, k:int|None=None, chunk:int=2048) -> dict:
+    "`knn_agreement` of features already through `_prepared`."
+    import torch
     counts = np.bincount(np.unique(y, return_inverse=True)[1])
     k = int(k) if k is not None else int(counts.min()) - 1
     if not 1 <= k < len(X): raise CogsynthError(f"k={k} neighbours is not in [1, {len(X) - 1}]: every class needs at least 2 samples, or pass k=")
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
     agree, nn1 = [], []
     prev = torch.get_num_threads()
-    if len(X) < 20000: torch.set_num_threads(1)
-    for s in range(0, len(X), chunk):
-        d = torch.cdist(Xt[s:s+chunk], Xt)
-        d[torch.arange(len(d)), torch.arange(s, s + len(d))] = float("inf")
-        idx = d.topk(k, largest=False).indices
-        same = yt[idx] == yt[s:s+chunk, None]
-        agree.append(same.float().mean(1)); nn1.append(same[:, 0].float())
-    torch.set_num_threads(prev)
+    if len(X) < 20000: torch.set_num_threads(1)          # small problems: a second thread costs more than it gains
+    try:
+        for s in range(0, len(X), chunk):
+            d = torch.cdist(Xt[s:s+chunk], Xt)
+            d[torch.arange(len(d)), torch.arange(s, s + len(d))] = float("inf")
+            idx = d.topk(k, largest=False).indices
+            same = yt[idx] == yt[s:s+chunk, None]
+            agree.append(same.float().mean(1)); nn1.append(same[:, 0].float())
+    finally: torch.set_num_threads(prev)
     return {"k": k, "agreement": torch.cat(agree).mean().item(), "nn1": torch.cat(nn1).mean().item()}
 
 # %% ../nbs/09_analysis.ipynb #b79c8367
@@ -77,10 +87,11 @@ def generalization_index(layers:dict, y, seen:dict|None=None, y_seen=None, seeds
     def curve(feats, labels, what):
         rows = []
         for name, X in progress(feats.items(), desc=f"genindex {what}"):
-            r = cluster_nmi(X, labels, seeds=seeds, n_init=n_init, normalize=normalize)
+            X, yl = _prepared(X, labels, normalize, "features")        # checked and converted once for both measures
+            r = _cluster_nmi(X, yl, seeds, n_init)
             row = {"layer": name, "nmi": r["nmi"], "ci95": r["ci95"], "std": r["std"]}
             if knn:
-                kn = knn_agreement(X, labels, normalize=normalize)
+                kn = _knn_agreement(X, yl)
                 row.update(knn=kn["agreement"], nn1=kn["nn1"], k=kn["k"])
             rows.append(row)
         return rows
@@ -126,7 +137,7 @@ def plot_genindex(results:dict, path=None, ax=None, show_seen:bool=True):
     ax.set(xlabel="relative layer depth", ylabel="NMI (k-means vs labels)", title="generalization index per layer", ylim=(0, 1.02))
     ax.legend(fontsize=8)
     fig.tight_layout()
-    if path is not None: fig.savefig(path, dpi=120)
+    if path is not None: _save_figure(fig, path)
     return fig
 
 def plot_g_over_training(results:dict, path=None, ax=None):
@@ -140,7 +151,7 @@ def plot_g_over_training(results:dict, path=None, ax=None):
         ax.plot(labels, [r["g_seen"] for r in results.values()], marker="s", ls="--", label="g (seen classes)")
     ax.set(xlabel="checkpoint", ylabel="max NMI over layers", ylim=(0, 1.02)); ax.legend(fontsize=8)
     fig.tight_layout()
-    if path is not None: fig.savefig(path, dpi=120)
+    if path is not None: _save_figure(fig, path)
     return fig
 
 # %% ../nbs/09_analysis.ipynb #8578493e

@@ -6,13 +6,13 @@ Docs: https://cogsynth.github.io/cogsynth/data.html.md"""
 
 # %% ../nbs/05_data.ipynb #6b9db87b
 from __future__ import annotations
-import json, math, os, random
+import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from .core import CogsynthError, atomic_write, ensure_dir, get_logger
+from .core import CogsynthError, atomic_write, ensure_dir, get_logger, read_json
 
 # %% auto #0
 __all__ = ['DIGITS_CLASS_SPLITS', 'IMG_EXTENSIONS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'MULTICROP_SCALES', 'digits_classes',
@@ -47,11 +47,17 @@ def digits_classes(classes="all") -> list[int]:
     if bad or not out: raise CogsynthError(f"digits classes {list(classes)!r} are not digits 0-9: pass e.g. [0, 1, 2] or 'seen'")
     return out
 
-def digits_arrays(split:str="train", classes="all") -> tuple[np.ndarray, np.ndarray]:
-    "Digits images (uint8 [N, 8, 8]) and labels (int64 [N]) of `split` ('train', 'test', 'all') restricted to `classes`."
-    images, labels, tr, te = _digits_all()
+def _split_index(split:str) -> np.ndarray:
+    "Indices (into all 1,797 digits) of `split`: 'train', 'test' or 'all'."
+    _, labels, tr, te = _digits_all()
     idx = {"train": tr, "test": te, "all": np.arange(len(labels))}.get(split)
     if idx is None: raise CogsynthError(f"unknown digits split {split!r}: use 'train', 'test' or 'all'")
+    return idx
+
+def digits_arrays(split:str="train", classes="all") -> tuple[np.ndarray, np.ndarray]:
+    "Digits images (uint8 [N, 8, 8]) and labels (int64 [N]) of `split` ('train', 'test', 'all') restricted to `classes`."
+    images, labels = _digits_all()[:2]
+    idx = _split_index(split)
     keep = np.isin(labels[idx], digits_classes(classes))
     idx = idx[keep]
     return images[idx].copy(), labels[idx].copy()
@@ -81,16 +87,13 @@ class DigitsDataset:
 def write_digits_folder(root, split:str="train", classes="all", size:int=16) -> Path:
     "Write the digits of `split`/`classes` as `root/<class>/<index>.png` (atomic, idempotent); returns `root`."
     root = ensure_dir(root, "digits folder")
-    images, labels, tr, te = _digits_all()
-    idx = {"train": tr, "test": te, "all": np.arange(len(labels))}.get(split)
-    if idx is None: raise CogsynthError(f"unknown digits split {split!r}: use 'train', 'test' or 'all'")
+    images, labels = _digits_all()[:2]
     keep = set(digits_classes(classes))
-    for i in idx:
+    for i in _split_index(split):
         if int(labels[i]) not in keep: continue
         path = root/str(int(labels[i]))/f"{int(i)}.png"
         if path.exists(): continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path, "wb") as f: _digit_image(images[i], size).save(f, format="PNG")
+        with atomic_write(path, "wb") as f: _digit_image(images[i], size).save(f, format="PNG")   # makes the class folder too
     return Path(root)
 
 # %% ../nbs/05_data.ipynb #72430659
@@ -265,7 +268,7 @@ class EpochSampler:
 
 # %% ../nbs/05_data.ipynb #28953086
 def _read_splits(split_manifest) -> dict:
-    data = split_manifest if isinstance(split_manifest, dict) else json.loads(Path(split_manifest).read_text())
+    data = split_manifest if isinstance(split_manifest, dict) else read_json(split_manifest)
     splits = data.get("splits", data) if isinstance(data, dict) else None
     if isinstance(splits, list):   # [{"wnid":..., "train": [...], "test": [...]}]
         splits = {r["wnid"]: r for r in splits}
@@ -275,7 +278,7 @@ def _read_splits(split_manifest) -> dict:
 
 def level_wnids(level_manifest, level) -> list[str]:
     "The wnids of `level` (a name like 'L1' or an index) in a level manifest (path or dict)."
-    data = level_manifest if isinstance(level_manifest, dict) else json.loads(Path(level_manifest).read_text())
+    data = level_manifest if isinstance(level_manifest, dict) else read_json(level_manifest)
     levels = data.get("levels", [])
     names = [l.get("name", str(i)) for i, l in enumerate(levels)]
     if isinstance(level, int) and 0 <= level < len(levels): lv = levels[level]

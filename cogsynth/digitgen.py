@@ -90,8 +90,8 @@ def digitgen_params(smoke:bool=False, **overrides) -> dict:
     bad = sorted(set(overrides) - set(DIGITGEN_DEFAULTS))
     if bad: raise CogsynthError(f"unknown digit-generator parameter(s) {bad}: valid ones are {sorted(DIGITGEN_DEFAULTS)}")
     p = {**DIGITGEN_DEFAULTS, **(DIGITGEN_SMOKE if smoke else {}), **overrides}
-    p["classes"] = p["classes"] if isinstance(p["classes"], str) else digits_classes(p["classes"])
-    digits_classes(p["classes"])
+    classes = digits_classes(p["classes"])                  # checks a split name or a list of digits
+    if not isinstance(p["classes"], str): p["classes"] = classes
     for k in ("vae_steps", "unet_steps", "batch_size"):
         if not isinstance(p[k], (int, np.integer)) or p[k] < 1: raise CogsynthError(f"{k}={p[k]!r}: use a positive integer")
     for k in ("vae_lr", "lr"):
@@ -121,7 +121,7 @@ def _digits_tensor(classes, size:int):
     x, y = real_digit_images("train", classes, size)
     return torch.from_numpy(x.astype(np.float32))[:, None] / 127.5 - 1, torch.from_numpy(y)
 
-def _train_vae(vae, x, p, g, dev, log):
+def _train_vae(vae, x, p, g, dev):
     import torch
     from diffusers.optimization import get_cosine_schedule_with_warmup
     opt = torch.optim.AdamW(vae.parameters(), p["vae_lr"], weight_decay=0.0)
@@ -138,6 +138,13 @@ def _train_vae(vae, x, p, g, dev, log):
         if (s + 1) % 25 == 0 or s + 1 == p["vae_steps"]: curve.append([s + 1, float(np.mean(run))]); run = []
     vae.eval().requires_grad_(False)
     return curve
+
+def _encode(vae, x, dev):
+    "Posterior means and standard deviations of the VAE latents of `x` (batches of 512, no gradients)."
+    import torch
+    with torch.no_grad():
+        post = [vae.encode(xb.to(dev)).latent_dist for xb in x.split(512)]
+        return torch.cat([q.mean for q in post]), torch.cat([q.std for q in post])
 
 def _ckpt_save(path, **state):
     import torch
@@ -219,20 +226,17 @@ def train_digit_generator(out_dir=None, smoke:bool=False, device="auto", force:b
         from diffusers import AutoencoderKL
         pipe.vae = AutoencoderKL.from_pretrained(work/"vae").requires_grad_(False)
         vae_meta = read_json(work/"vae_stage.json"); g.set_state(torch.tensor(vae_meta["rng"], dtype=torch.uint8))
+        z_mean, z_std = _encode(pipe.vae.to(dev), x, dev)
     else:
-        vae_curve = _train_vae(pipe.vae.to(dev), x, p, g, dev, log)
+        vae_curve = _train_vae(pipe.vae.to(dev), x, p, g, dev)
+        z_mean, z_std = _encode(pipe.vae, x, dev)          # encoded once: the scale, the reconstruction and stage 2 use it
         with torch.no_grad():
-            post = [pipe.vae.encode(xb.to(dev)).latent_dist for xb in x.split(512)]
-            mean = torch.cat([q.mean for q in post])
-            recon = float(torch.cat([pipe.vae.decode(m).sample for m in mean.split(512)]).sub(x.to(dev)).pow(2).mean())
-        pipe.vae.register_to_config(scaling_factor=float(1 / mean.std()))
+            recon = float(torch.cat([pipe.vae.decode(m).sample for m in z_mean.split(512)]).sub(x.to(dev)).pow(2).mean())
+        pipe.vae.register_to_config(scaling_factor=float(1 / z_mean.std()))
         pipe.vae.save_pretrained(work/"vae")
         vae_meta = dict(curve=vae_curve, recon_mse=recon, seconds=round(time.time() - t0, 1), rng=g.get_state().tolist())
         write_json(work/"vae_stage.json", vae_meta)
     times["vae"] = vae_meta["seconds"]
-    with torch.no_grad():
-        post = [pipe.vae.to(dev).encode(xb.to(dev)).latent_dist for xb in x.split(512)]
-        z_mean, z_std = torch.cat([q.mean for q in post]), torch.cat([q.std for q in post])
     # stage 2: the UNet and the text encoder (checkpointed every 200 steps)
     t1 = time.time()
     unet_curve = _train_unet(pipe, z_mean, z_std, y, p, g, dev, work, log)

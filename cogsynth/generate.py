@@ -335,12 +335,12 @@ def _barrier() -> str | None:
     return status
 
 # %% ../nbs/04_generate.ipynb #edec6b55
-def contact_sheet(out_dir, path=None, per_row:int=8, cell:int=64, max_rows:int=40) -> Path:
-    "A PNG grid of the first `per_row` images of each (class, family), labelled, written to `path`."
+def contact_sheet(out_dir, path=None, per_row:int=8, cell:int=64, max_rows:int=40, records:list[dict]|None=None) -> Path:
+    "A PNG grid of the first `per_row` images of each (class, family), labelled, written to `path`; `records` default to `read_manifest(out_dir)`."
     from PIL import ImageDraw
     out = Path(out_dir)
     rows = {}
-    for r in read_manifest(out):
+    for r in (read_manifest(out) if records is None else records):
         rows.setdefault((r["class"], r.get("family", "")), []).append(r)
     rows = sorted(rows.items())[:max_rows]
     if not rows: raise CogsynthError(f"no generated images in {out}: run generate first")
@@ -370,7 +370,7 @@ def summarize(out_dir, runs:list[dict]|None=None, sheet:bool=True) -> dict:
          "images_per_s": round(gen / secs, 4) if gen and secs > 0 else None,
          "flagged": sum(bool(r.get("flagged")) for r in recs), "world_size": max((r["world_size"] for r in runs), default=1),
          "runs": runs, "manifests": [p.name for p in manifest_files(out)], "meta": (manifest_meta(out) or [{}])[0]}
-    if sheet and recs: s["contact_sheet"] = contact_sheet(out).name
+    if sheet and recs: s["contact_sheet"] = contact_sheet(out, records=recs).name
     write_json(out/"summary.json", s)
     return s
 

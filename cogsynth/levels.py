@@ -27,12 +27,13 @@ __all__ = ['NAMED_SETS', 'PERSON', 'IMAGE_EXTS', 'LEVELS_SCHEMA', 'SPLITS_SCHEMA
 NAMED_SETS = {"imagenet-1k": "1k", "in1k": "1k", "imagenet-21k": "21k", "in21k": "21k"}
 
 def resolve_concepts(spec, what:str="seen set") -> list[str]:
-    "wnids of a named set, a wnid file, or a list of wnids, validated as WordNet 3.0 nouns."
+    "wnids of a named set, a wnid file, a `map_names` CSV table (`.csv`), or a list of wnids, validated as WordNet 3.0 nouns."
     if isinstance(spec, str) and spec.lower() in NAMED_SETS: wnids = list(imagenet_wnids(NAMED_SETS[spec.lower()]))
     elif isinstance(spec, (str, os.PathLike)):
         p = Path(spec)
         if not p.is_file(): raise CogsynthError(f"{what} {str(spec)!r} is neither a named set {sorted(NAMED_SETS)} nor a file of wnids")
-        wnids = [l.split("#")[0].split()[0] for l in p.read_text().splitlines() if l.split("#")[0].strip()]
+        if p.suffix.lower() == ".csv": wnids = list(read_mapping(p).values())
+        else: wnids = [l.split("#")[0].split()[0] for l in p.read_text().splitlines() if l.split("#")[0].strip()]
     else: wnids = [str(w).strip() for w in spec]
     wnids = list(dict.fromkeys(wnids))
     if not wnids: raise CogsynthError(f"the {what} is empty: give at least one wnid")
@@ -150,7 +151,7 @@ def _concept_record(wnid, sim, nearest):
             "similarity": float(sim), "nearest_seen": nearest}
 
 def _source(spec):
-    return spec if isinstance(spec, str) else f"{len(list(spec))} wnids given"
+    return str(spec) if isinstance(spec, (str, os.PathLike)) else f"{len(list(spec))} wnids given"
 
 def build_levels(seen="imagenet-1k", pool="imagenet-21k", n_levels:int=5, per_level:int=1000, similarity:str="lin",
                  image_root=None, image_counts=None, min_images:int=782, excluded:Sequence[str]|None=None,
@@ -285,9 +286,7 @@ def cli_levels_args(p):
     p.add_argument("--out", required=True)
 
 def cli_levels(args) -> int:
-    seen = args.seen
-    if str(seen).endswith(".csv"): seen = list(read_mapping(seen).values())
-    m = build_levels(seen, args.pool, args.n_levels, args.per_level, args.similarity, args.image_root, args.image_counts,
+    m = build_levels(args.seen, args.pool, args.n_levels, args.per_level, args.similarity, args.image_root, args.image_counts,
                      args.min_images, text_model=args.text_model, out=args.out, seed=args.seed, n_train=args.n_train, n_test=args.n_test)
     for r in m["filters"]: print(f"{r['filter']:>18}: removed {r['removed']:>6,}  remaining {r['remaining']:>6,}")
     for l in m["levels"]: print(f"{l['name']}: ranks {l['rank_start']}-{l['rank_end']}, similarity {l['similarity_max']:.4f} .. {l['similarity_min']:.4f}")

@@ -6,7 +6,7 @@ Docs: https://cogsynth.github.io/cogsynth/models.html.md"""
 
 # %% ../nbs/06_models.ipynb #7119ce66
 from __future__ import annotations
-import difflib, math
+import difflib
 from pathlib import Path
 from typing import Sequence
 
@@ -19,9 +19,9 @@ from timm.models import register_model
 from .core import CogsynthError, atomic_write
 
 # %% auto #0
-__all__ = ['ENCODER_FORMAT', 'ConvBNAct', 'SmallCNN', 'cnn_small', 'cnn_base', 'load_weights', 'create_encoder', 'layer_names',
-           'extract_layers', 'save_encoder', 'load_encoder', 'TrexProjector', 'CosineClassifier', 'OCMHead',
-           'FixedClassifier', 'ClassifierModel', 'build_classifier']
+__all__ = ['ENCODER_FORMAT', 'ConvBNAct', 'SmallCNN', 'cnn_small', 'cnn_base', 'load_weights', 'check_model_name',
+           'create_encoder', 'layer_names', 'extract_layers', 'save_encoder', 'load_encoder', 'TrexProjector',
+           'CosineClassifier', 'OCMHead', 'FixedClassifier', 'ClassifierModel', 'build_classifier']
 
 # %% ../nbs/06_models.ipynb #d7f069bc
 class ConvBNAct(nn.Module):
@@ -90,8 +90,8 @@ def _state_dict_from(path) -> dict:
 
 def load_weights(model:nn.Module, state_dict:dict, source:str="weights", model_name:str="model") -> nn.Module:
     "Load `state_dict` into `model`; the classifier may differ in size, every other tensor must match."
-    own = model.state_dict()
-    head = {f"{n}.{k}" for n, m in model.named_modules() if m is _classifier(model) for k in m.state_dict()} if _classifier(model) is not None else set()
+    own, clf = model.state_dict(), _classifier(model)
+    head = {f"{n}.{k}" for n, m in model.named_modules() if m is clf for k in m.state_dict()} if clf is not None else set()
     mismatched = [k for k, v in state_dict.items() if k in own and own[k].shape != v.shape and k not in head]
     missing = [k for k in own if k not in state_dict and k not in head and not k.endswith("num_batches_tracked")]
     if mismatched or missing or not any(k in own for k in state_dict):
@@ -106,11 +106,16 @@ def _classifier(model):
     except Exception: return None
     return c if isinstance(c, nn.Module) and not isinstance(c, nn.Identity) else None
 
-def create_encoder(name:str, weights:str|None=None, num_classes:int=0, in_chans:int=3, **timm_kwargs) -> nn.Module:
-    "A timm model `name` (from scratch, or with local `weights`); `num_classes=0` gives a pure feature extractor."
+def check_model_name(name:str) -> str:
+    "`name` if timm knows the model (cogsynth's small CNNs included), else an error naming the closest timm names."
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.5)
         raise CogsynthError(f"unknown model {name!r}: close timm names are {close or ['resnet50', 'vit_small_patch16_224', 'cnn_small']}")
+    return name
+
+def create_encoder(name:str, weights:str|None=None, num_classes:int=0, in_chans:int=3, **timm_kwargs) -> nn.Module:
+    "A timm model `name` (from scratch, or with local `weights`); `num_classes=0` gives a pure feature extractor."
+    check_model_name(name)
     model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **timm_kwargs)
     if weights: load_weights(model, _state_dict_from(weights), f"weights {str(weights)!r}", name)
     return model

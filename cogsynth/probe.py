@@ -263,12 +263,13 @@ def _search(solver, X, y, tr, va, n_classes, trials, seed, parallel, epochs, bat
 
 def _probe(X, y, Xte, yte, n_classes, solver, trials, seed, hps, parallel, epochs, batch_size, max_iter, tol,
            search_idx=None, fit_idx=None) -> dict:
-    "Search on `search_idx=(train, val)` (default: a stratified split of all rows), refit on `fit_idx` (default all), test."
+    "Search on `search_idx=(train, val)` (needed when `trials > 0`), refit on `fit_idx` (default all), test."
     import torch
     t0 = time.time()
     log = []
     if trials > 0:
-        tr, va = search_idx if search_idx is not None else stratified_split(y.cpu().numpy(), seed=seed)
+        if search_idx is None: raise CogsynthError("trials > 0 needs search_idx=(train_idx, val_idx), e.g. from stratified_split")
+        tr, va = search_idx
         hps, log = _search(solver, X, y, tr, va, n_classes, trials, seed, parallel, epochs, batch_size, max_iter, tol)
     Xf, yf = (X, y) if fit_idx is None else (X[torch.as_tensor(fit_idx, device=X.device)], y[torch.as_tensor(fit_idx, device=X.device)])
     W, b = _fit(solver, Xf, yf, n_classes, [hps], seed, epochs, batch_size, max_iter, tol)
@@ -281,7 +282,7 @@ def _default_hps(solver, lr, wd, C) -> dict:
     return {"lr": 1.0 if lr is None else float(lr), "wd": 1e-6 if wd is None else float(wd)} if solver == "sgd" else {"C": 1.0 if C is None else float(C)}
 
 def _prepare(X_train, y_train, X_test, y_test, device, normalize, precision="auto"):
-    "Check, encode and move both sets to the device; returns tensors, classes and the device."
+    "Check, encode and move both sets to the device; returns tensors, classes, the device and the checked training labels."
     import torch
     X_train, y_train = check_features(X_train, y_train, "training features")
     X_test, y_test = check_features(X_test, y_test, "test features")
@@ -292,7 +293,7 @@ def _prepare(X_train, y_train, X_test, y_test, device, normalize, precision="aut
     dev = get_device(device)
     dt = _dtype(precision, dev)
     return (_device_features(X_train, dev, dt, normalize=normalize), torch.as_tensor(ytr, device=dev),
-            _device_features(X_test, dev, dt, normalize=normalize), torch.as_tensor(yte, device=dev), classes, dev)
+            _device_features(X_test, dev, dt, normalize=normalize), torch.as_tensor(yte, device=dev), classes, dev, y_train)
 
 def _parallel(parallel_trials, dev) -> int:
     if parallel_trials == "auto": return 10 if dev.type == "cuda" else 1
@@ -306,11 +307,10 @@ def linear_probe(X_train, y_train, X_test, y_test, solver:str="lbfgs", trials:in
     "Multinomial logistic regression on L2-normalized features: Optuna search (`trials`), refit, test; accuracies in percent."
     _check_solver(solver)
     if trials < 0: raise CogsynthError(f"trials={trials} must be >= 0 (0 fits the given hyper-parameters)")
-    y_np = check_features(X_train, y_train, "training features")[1]
-    if trials > 0: search_idx = stratified_split(y_np, val_frac, seed)        # fails early on tiny classes
-    X, y, Xte, yte, classes, dev = _prepare(X_train, y_train, X_test, y_test, device, normalize, precision)
+    X, y, Xte, yte, classes, dev, y_np = _prepare(X_train, y_train, X_test, y_test, device, normalize, precision)
+    search_idx = stratified_split(y_np, val_frac, seed) if trials > 0 else None      # tiny classes fail here, before any fit
     res = _probe(X, y, Xte, yte, len(classes), solver, trials, seed, _default_hps(solver, lr, wd, C), _parallel(parallel_trials, dev),
-                 epochs, batch_size, max_iter, tol, search_idx=search_idx if trials > 0 else None)
+                 epochs, batch_size, max_iter, tol, search_idx=search_idx)
     model = res.pop("_model")
     res.update(dim=int(X.shape[1]), device=str(dev), classes=classes.tolist())
     if return_model: res["model"] = model
@@ -335,23 +335,19 @@ def fewshot_probe(X_train, y_train, X_test, y_test, shots:Sequence[int]=FEWSHOT_
                   solver:str="lbfgs", trials:int=30, device="auto", val_frac:float=0.2, **kwargs) -> dict:
     "Probe with `N` samples per class for each `N` in `shots` and each seed; the validation split is made before subsampling."
     _check_solver(solver)
-    y_np = check_features(X_train, y_train, "training features")[1]
-    splits = {s: stratified_split(y_np, val_frac, s) for s in seeds}
-    for s, (tr, _) in splits.items():
-        for n in shots: fewshot_indices(y_np, n, s, pool=tr)                 # N larger than a class: fail now
     hp_kw = {k: kwargs.pop(k) for k in ("lr", "wd", "C") if k in kwargs}
-    X, y, Xte, yte, classes, dev = _prepare(X_train, y_train, X_test, y_test, device, kwargs.pop("normalize", True), kwargs.pop("precision", "auto"))
+    X, y, Xte, yte, classes, dev, y_np = _prepare(X_train, y_train, X_test, y_test, device, kwargs.pop("normalize", True), kwargs.pop("precision", "auto"))
+    splits = {s: stratified_split(y_np, val_frac, s) for s in seeds}
+    fits = {(s, n): fewshot_indices(y_np, n, s, pool=tr) for s, (tr, _) in splits.items() for n in shots}   # N larger than a class: fail now
     opts = dict(epochs=kwargs.pop("epochs", 100), batch_size=kwargs.pop("batch_size", 1024), max_iter=kwargs.pop("max_iter", 1000), tol=kwargs.pop("tol", 1e-4))
     parallel = _parallel(kwargs.pop("parallel_trials", "auto"), dev)
     if kwargs: raise CogsynthError(f"unknown argument(s) {sorted(kwargs)} for fewshot_probe")
     hps = _default_hps(solver, hp_kw.get("lr"), hp_kw.get("wd"), hp_kw.get("C"))
-    yenc = y.cpu().numpy()
     out = {"solver": solver, "trials": trials, "seeds": list(seeds), "classes": classes.tolist(), "shots": {}}
     for n in progress(shots, desc="few-shot"):
         runs = []
         for s in seeds:
-            tr, va = splits[s]
-            fit = fewshot_indices(yenc, n, s, pool=tr)
+            fit, va = fits[s, n], splits[s][1]
             r = _probe(X, y, Xte, yte, len(classes), solver, trials, s, hps, parallel, **opts, search_idx=(fit, va), fit_idx=fit)
             r.pop("_model"); r["train_idx"] = fit.tolist()
             runs.append(r)
@@ -518,9 +514,9 @@ def extract_features(model, data, layers:Sequence[str]|None=None, weights=None, 
                 for l, f in models.extract_layers(net, xb, todo).items(): feats[l].append(f.float().cpu().numpy().astype(dtype))
                 labels.append(np.asarray(yb))
         shard_dir = folder/".shards"
+        y = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
         for l in todo:
             X = np.concatenate(feats[l]) if feats[l] else np.zeros((0, 0), dtype)
-            y = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
             if world == 1:
                 save_features(folder, l, X, y, names, {**base, "layer": l, "key": key_of(l)}, dtype=dtype)
             else:
@@ -604,6 +600,10 @@ def _baseline(results, baseline):
         if r["model"] == baseline: return r
     raise CogsynthError(f"baseline {baseline!r} is not among the models {[r['model'] for r in results]}")
 
+def _save_figure(fig, path, dpi:int=120):
+    "Write `fig` to `path` atomically, in the format its suffix names (PNG without one)."
+    with atomic_write(path, "wb") as f: fig.savefig(f, format=Path(path).suffix[1:].lower() or "png", dpi=dpi)
+
 def plot_cog(results:Sequence[dict], baseline:str|None=None, path=None):
     "Fig. 3.4: top-1 per level for each model (and relative to `baseline`); saved to `path` when given."
     import matplotlib.pyplot as plt
@@ -618,7 +618,7 @@ def plot_cog(results:Sequence[dict], baseline:str|None=None, path=None):
         axes[0, 1].axhline(0, color="k", lw=0.8)
         axes[0, 1].set(title=f"(b) relative to {baseline}", ylabel="top-1 difference (points)", xlabel="level")
     fig.tight_layout()
-    if path is not None: fig.savefig(path, dpi=120)
+    if path is not None: _save_figure(fig, path)
     return fig
 
 def plot_fewshot(results:Sequence[dict], baseline:str|None=None, levels:Sequence[str]|None=None, path=None):
@@ -646,7 +646,7 @@ def plot_fewshot(results:Sequence[dict], baseline:str|None=None, levels:Sequence
             axes[1, j].set_xticks(ns, [str(n) for n in ns])
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
-    if path is not None: fig.savefig(path, dpi=120)
+    if path is not None: _save_figure(fig, path)
     return fig
 
 # %% ../nbs/08_probe.ipynb #66f96424
@@ -665,10 +665,26 @@ def cli_probe_args(p):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--shots", type=int, nargs="*", default=None, help="few-shot N per class (fewshot default: 1 2 4 ... 128)")
     p.add_argument("--split", default="train", help="split used by genindex and stats")
-    p.add_argument("--baseline", default=None, help="for plots: results folder of a baseline model's `cog` run")
+    p.add_argument("--baseline", default=None, help="--out folder of an earlier `cog` run of one model (or its <model> subfolder): tabled and plotted as the baseline")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--img-size", type=int, default=None, help="image size for digits specs (default: the encoder's)")
+
+def _read_baseline(folder, levels:Sequence[str], shots) -> dict:
+    "The baseline model's results from `folder/cog.json`, written by an earlier `cogsynth probe --out folder` (or its `<model>/`)."
+    p = Path(folder)/"cog.json"
+    if not p.is_file(): raise CogsynthError(f"no baseline results at {p}: pass the --out folder of an earlier `cogsynth probe --protocol cog` run")
+    r = read_json(p)
+    runs = r.get("results") if r.get("schema") == "cogsynth.cog-runs/1" else [r] if r.get("schema") == "cogsynth.cog/1" else None
+    if not runs: raise CogsynthError(f"{p} holds no cog results (schema {r.get('schema')!r}): pass the --out folder of a `cogsynth probe --protocol cog` run")
+    if len(runs) > 1:
+        raise CogsynthError(f"{p} holds {len(runs)} models {[x['model'] for x in runs]}: pass one model's folder, e.g. --baseline {Path(folder)/safe_name(runs[0]['model'])}")
+    base = runs[0]
+    has = lambda lv: lv in base["levels"] and all(str(n) in base["levels"][lv].get("fewshot", {}) for n in shots or ())
+    missing = [lv for lv in levels if not has(lv)]
+    if missing: raise CogsynthError(f"baseline {base['model']!r} ({p}) lacks results for level(s) {missing} (shots {list(shots or [])}): "
+                                    "run the baseline with the same --data names and --shots")
+    return base
 
 def _parse_data(items) -> dict:
     out = {}
@@ -711,6 +727,7 @@ def cli_probe(args) -> int:
         args._transform = _default_transform(meta, args._net)
     if args.protocol in ("cog", "fewshot"):
         shots = args.shots or (list(FEWSHOT_N) if args.protocol == "fewshot" else None)
+        base = _read_baseline(args.baseline, list(data), shots) if args.baseline else None      # a wrong folder fails before any probe
         feats = {n: (_cli_features(args, n, s, "train"), _cli_features(args, n, s, "test")) for n, s in data.items()}
         results = []
         for layer in next(iter(feats.values()))[0]:
@@ -718,7 +735,7 @@ def cli_probe(args) -> int:
             name = model if len(feats[next(iter(feats))][0]) == 1 else f"{model}@{layer}"
             results.append(cog_benchmark(levels, model=name, seeds=args.seeds, solver=args.solver, trials=args.trials,
                                          shots=shots, device=args.device, out=out))
-        base = read_json(Path(args.baseline)/"cog.json") if args.baseline else None
+        if base and base["model"] in {r["model"] for r in results}: base = {**base, "model": f"{base['model']} (baseline)"}
         allr = results + ([base] if base else [])
         write_json(out/"cog.json", {"schema": "cogsynth.cog-runs/1", "results": results, "environment": environment_info()})
         rows = cog_table(allr)

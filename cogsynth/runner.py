@@ -63,8 +63,9 @@ def run_tutorials(out, smoke:bool=False, device:str="auto", only:list[str]|None=
     for p in paths:
         name, t0 = tutorial_name(p), time.time()
         done = Path(out)/name/"results.json"
-        if done.exists() and not force and read_json(done).get("smoke", smoke) == smoke:
-            log.info("%s: results exist, skipped (force=True reruns)", name); results[name] = read_json(done); continue
+        prev = read_json(done) if done.exists() and not force else None
+        if prev is not None and prev.get("smoke", smoke) == smoke:
+            log.info("%s: results exist, skipped (force=True reruns)", name); results[name] = prev; continue
         log.info("%s: running %s (smoke=%s, device=%s)", name, p.name, smoke, device)
         results[name] = run_tutorial(p, out, smoke=smoke, device=device, timeout=timeout)
         timings[name] = round(time.time() - t0, 1)

@@ -6,10 +6,9 @@ Docs: https://cogsynth.github.io/cogsynth/train.html.md"""
 
 # %% ../nbs/07_train.ipynb #803ab895
 from __future__ import annotations
-import argparse, copy, json, math, os, random, time
+import argparse, json, math, os, random, time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -95,11 +94,12 @@ def build_data(data, classes="all", val_data=None, r:dict|None=None, img_size:in
         if extra: raise CogsynthError(f"validation classes {extra[:5]} are not in the training data: evaluate on the training classes")
         if list(val_ds.classes) != names:   # align label indices with the training classes
             remap = [names.index(c) for c in val_ds.classes]
-            val_ds = _Relabel(val_ds, remap)
+            val_ds = _Relabel(val_ds, remap, names)
     return train_ds, val_ds, names, shares
 
 class _Relabel:
-    def __init__(self, ds, remap): self.ds, self.remap, self.classes = ds, remap, [ds.classes[i] for i in range(len(ds.classes))]
+    "`ds` with label `y` replaced by `remap[y]`, an index into `classes` (the training classes)."
+    def __init__(self, ds, remap, classes): self.ds, self.remap, self.classes = ds, remap, list(classes)
     def __len__(self): return len(self.ds)
     def __getitem__(self, i): x, y = self.ds[i]; return x, self.remap[y]
 
@@ -122,10 +122,18 @@ class _SeededDataset:
         i, s = key
         in_worker = torch.utils.data.get_worker_info() is not None
         saved = None if in_worker else (torch.get_rng_state(), random.getstate(), np.random.get_state())
-        torch.manual_seed(s); random.seed(s); np.random.seed(s % 2**32)
+        seed_everything(s)
         try: return self.ds[i]
         finally:
             if saved: torch.set_rng_state(saved[0]); random.setstate(saved[1]); np.random.set_state(saved[2])
+
+def _train_loader(ds, sampler, batch_size:int, workers:int=0, seed:int=0, rank:int=0, pin_memory:bool=False):
+    "The training loader of `train`: batches of `ds` in `sampler`'s order, each item augmented under its own seed; `loader.sampler.set_epoch(e)` starts epoch `e`."
+    import torch
+    seeded = _SeededSamples(sampler, derive_seed(seed, "augment"), rank)
+    return torch.utils.data.DataLoader(_SeededDataset(ds), batch_size=batch_size, sampler=seeded, num_workers=workers,
+                                       drop_last=True, pin_memory=pin_memory, persistent_workers=workers > 0,
+                                       prefetch_factor=4 if workers else None)
 
 
 def _multicrop_module():
@@ -206,12 +214,9 @@ def _resolve(data, model, recipe, epochs, classes, img_size, overrides):
     if data == "digits" and "flip" not in overrides: r["flip"] = 0.0
     if img_size is None: img_size = 16 if data == "digits" else r["img_size"]
     r["img_size"] = int(img_size)
-    import timm, cogsynth.models  # noqa: registers the small CNNs
+    from cogsynth.models import check_model_name   # importing cogsynth.models registers the small CNNs with timm
     if model is None: model = "cnn_small" if data == "digits" else "resnet50"
-    if not timm.is_model(model):
-        import difflib
-        raise CogsynthError(f"unknown model {model!r}: close timm names are {difflib.get_close_matches(model, timm.list_models(), n=5, cutoff=0.5) or ['resnet50', 'cnn_small']}")
-    return r, model
+    return r, check_model_name(model)
 
 def train(data="digits", model:str|None=None, recipe:str="torch", epochs:int|None=None, out_dir=None,
           classes="all", val_data=None, img_size:int|None=None, weights:str|None=None, device="auto",
@@ -306,13 +311,10 @@ def train(data="digits", model:str|None=None, recipe:str="torch", epochs:int|Non
     last = min(r["epochs"], stop_after) if stop_after else r["epochs"]
     # one loader for the whole run: its workers start once, and every sample's augmentation is seeded by
     # (seed, epoch, rank, position), so results depend neither on `workers` nor on where a run was resumed
-    seeded = _SeededSamples(sampler, derive_seed(seed, "augment"), rank)
-    loader = torch.utils.data.DataLoader(_SeededDataset(train_ds), batch_size=per_step, sampler=seeded, num_workers=workers,
-                                         drop_last=True, pin_memory=dev.type == "cuda", persistent_workers=workers > 0,
-                                         prefetch_factor=4 if workers else None)
+    loader = _train_loader(train_ds, sampler, per_step, workers, seed, rank, pin_memory=dev.type == "cuda")
     for epoch in range(start, last):
         seed_everything(derive_seed(seed, "epoch", epoch, rank))
-        seeded.set_epoch(epoch)
+        loader.sampler.set_epoch(epoch)
         fwd.train(); net.train()
         loss_sum = torch.zeros((), device=dev); correct = torch.zeros((), device=dev); seen = 0
         wait = 0.0; t0 = tick = time.perf_counter(); micro = 0; steps = 0

@@ -6,7 +6,7 @@ Docs: https://cogsynth.github.io/cogsynth/zsl.html.md"""
 
 # %% ../nbs/13_zsl.ipynb #a7ec12b7
 from __future__ import annotations
-import copy, math
+import copy, functools, math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,15 +23,14 @@ __all__ = ['log', 'NORMALIZATIONS', 'DIGIT_ATTRIBUTES', 'DIGIT_SYNSETS', 'DIGIT_
            'LAM_GRID', 'DISCRIMINATOR_INPUTS', 'REBALANCES', 'METHODS', 'METHOD_NAMES', 'TEMPERATURE_GRID', 'CRITERIA',
            'check_embeddings', 'normalize_embeddings', 'load_embeddings', 'markdown_table', 'digit_attributes',
            'default_text_model', 'class_descriptions', 'text_embeddings', 'ZSLTask', 'upscale', 'digits_task',
-           'irrelevant_images', 'image_folder_arrays', 'xian_task', 'write_xian_files', 'CraftedNet', 'make_backbone',
-           'feature_dim', 'SeenClassifier', 'train_seen', 'features', 'ridge_map', 'choose_lam', 'visual_rules',
-           'linear_gaussian_task', 'mean_per_class_accuracy', 'harmonic_mean', 'zsl_t1', 'gzsl_metrics',
-           'pretrain_seen', 'fit_scc', 'fit_vcc', 'crafted_logits', 'softmax_t', 'mixup_negatives',
-           'discriminator_features', 'fit_discriminator', 'rebalance', 'calibrated_stacking', 'choose_gamma',
-           'oracle_select', 'crafted_outputs', 'evaluate_crafted', 'grad_cam', 'plot_grad_cam', 'task_backbone',
-           'fit_crafted', 'check_temperature', 'evaluate_methods', 'check_grid', 'temperature_matters',
-           'class_disjoint_split', 'temperature_table', 'pick_temperature', 'choose_temperature', 'run_zsl',
-           'cli_zsl_args', 'cli_zsl']
+           'irrelevant_images', 'image_folder_arrays', 'xian_task', 'write_xian_files', 'make_backbone', 'feature_dim',
+           'train_seen', 'features', 'ridge_map', 'choose_lam', 'visual_rules', 'linear_gaussian_task',
+           'mean_per_class_accuracy', 'harmonic_mean', 'zsl_t1', 'gzsl_metrics', 'pretrain_seen', 'fit_scc', 'fit_vcc',
+           'crafted_logits', 'softmax_t', 'mixup_negatives', 'discriminator_features', 'fit_discriminator', 'rebalance',
+           'calibrated_stacking', 'choose_gamma', 'oracle_select', 'crafted_outputs', 'evaluate_crafted', 'grad_cam',
+           'plot_grad_cam', 'task_backbone', 'fit_crafted', 'check_temperature', 'evaluate_methods', 'check_grid',
+           'temperature_matters', 'class_disjoint_split', 'temperature_table', 'pick_temperature', 'choose_temperature',
+           'run_zsl', 'cli_zsl_args', 'cli_zsl', 'CraftedNet', 'SeenClassifier']
 
 # %% ../nbs/13_zsl.ipynb #b91df7f5
 NORMALIZATIONS = ("l2", "zscore", "center_l2", "none")
@@ -64,7 +63,8 @@ def load_embeddings(path) -> np.ndarray:
     path = Path(path)
     if not path.exists(): raise CogsynthError(f"embeddings file {path} does not exist: give a .npy/.csv/.txt [classes, dims] file")
     if path.suffix == ".npy": emb = np.load(path)
-    elif path.suffix == ".npz": emb = np.load(path)[np.load(path).files[0]]
+    elif path.suffix == ".npz":
+        with np.load(path) as z: emb = z[z.files[0]]
     elif path.suffix in (".csv", ".txt", ".tsv"): emb = np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=2)
     else: raise CogsynthError(f"unsupported embeddings file {path.name}: use .npy, .npz, .csv or .txt")
     return check_embeddings(emb, what=f"embeddings in {path}")
@@ -193,10 +193,10 @@ class ZSLTask:
 
 # %% ../nbs/13_zsl.ipynb #3d82d53f
 def upscale(images:np.ndarray, size:int=16) -> np.ndarray:
-    "uint8 [N, h, w] -> float32 [N, 1, size, size] in [0, 1] (antialiased bicubic, as `DigitsDataset`)."
-    from PIL import Image
+    "uint8 [N, h, w] -> float32 [N, 1, size, size] in [0, 1] (antialiased bicubic: `DigitsDataset`'s own resize)."
+    from cogsynth.data import _digit_image
     if images.shape[-1] == size: out = images.astype(np.float32)
-    else: out = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BICUBIC), dtype=np.float32) for im in images])
+    else: out = np.stack([np.asarray(_digit_image(im, size), dtype=np.float32) for im in images])
     return (out / 255.0)[:, None]
 
 def digits_task(embeddings="attributes", seen=range(7), size:int=16, val_frac:float=0.15, normalize:str="l2",
@@ -210,9 +210,8 @@ def digits_task(embeddings="attributes", seen=range(7), size:int=16, val_frac:fl
     else: emb = embeddings
     emb = normalize_embeddings(check_embeddings(emb, 10, "digit embeddings"), normalize)
     from cogsynth.data import digits_arrays
-    xtr, ytr = digits_arrays("train"); xte, yte = digits_arrays("test")
-    keep = np.isin(ytr, seen); xtr, ytr = upscale(xtr[keep], size), ytr[keep]
-    xte = upscale(xte, size); s = np.isin(yte, seen)
+    xtr, ytr = digits_arrays("train", seen); xte, yte = digits_arrays("test")
+    xtr, xte = upscale(xtr, size), upscale(xte, size); s = np.isin(yte, seen)
     xval = yval = None
     if val_frac > 0:
         from sklearn.model_selection import train_test_split
@@ -313,36 +312,49 @@ def write_xian_files(folder, X, y, att, trainval, test_seen, test_unseen, names=
     return folder
 
 # %% ../nbs/13_zsl.ipynb #72c7a9bd
-import torch
-from torch import nn
-import torch.nn.functional as F
-
 METRICS = ("dot", "cosine", "euclidean")
+_TORCH_CLASSES = {}    # public name -> the cached factory that defines that nn.Module subclass on first use
+_all_ = ["CraftedNet", "SeenClassifier"]
 
-class CraftedNet(nn.Module):
-    "Backbone (+ optional projection) followed by a frozen softmax classifier made of fixed rules [C, E]."
-    def __init__(self, backbone:nn.Module, rules, seen:Sequence[int], metric:str="cosine", scale:float=10.0,
-                 projection:nn.Module|None=None):
-        super().__init__()
-        if metric not in METRICS: raise CogsynthError(f"unknown metric {metric!r}: use one of {METRICS}")
-        self.backbone, self.projection, self.metric, self.scale = backbone, projection, metric, float(scale)
-        self.register_buffer("rules", _as_tensor(rules).float().clone())
-        self.register_buffer("seen", torch.as_tensor(list(seen), dtype=torch.long))
+def __getattr__(name):
+    "`cogsynth.zsl.CraftedNet` and `.SeenClassifier`: torch classes, defined on first access (PEP 562)."
+    if name in _TORCH_CLASSES: return _TORCH_CLASSES[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    def embed(self, x): 
-        f = self.backbone(x)
-        return self.projection(f) if self.projection is not None else f
+@functools.cache
+def _crafted_net_class():
+    import torch
+    from torch import nn
+    import torch.nn.functional as F
 
-    def forward(self, x, seen_only:bool=False):
-        "Logits over all classes (or only the seen ones, for training)."
-        f, r = self.embed(x), self.rules[self.seen] if seen_only else self.rules
-        if self.metric == "cosine": return self.scale * F.normalize(f, dim=1) @ F.normalize(r, dim=1).T
-        logits = f @ r.T
-        return logits - 0.5 * (r * r).sum(1) if self.metric == "euclidean" else logits
+    class CraftedNet(nn.Module):
+        "Backbone (+ optional projection) followed by a frozen softmax classifier made of fixed rules [C, E]."
+        def __init__(self, backbone:nn.Module, rules, seen:Sequence[int], metric:str="cosine", scale:float=10.0,
+                     projection:nn.Module|None=None):
+            super().__init__()
+            if metric not in METRICS: raise CogsynthError(f"unknown metric {metric!r}: use one of {METRICS}")
+            self.backbone, self.projection, self.metric, self.scale = backbone, projection, metric, float(scale)
+            self.register_buffer("rules", _as_tensor(rules).float().clone())
+            self.register_buffer("seen", torch.as_tensor(list(seen), dtype=torch.long))
+
+        def embed(self, x):
+            f = self.backbone(x)
+            return self.projection(f) if self.projection is not None else f
+
+        def forward(self, x, seen_only:bool=False):
+            "Logits over all classes (or only the seen ones, for training)."
+            f, r = self.embed(x), self.rules[self.seen] if seen_only else self.rules
+            if self.metric == "cosine": return self.scale * F.normalize(f, dim=1) @ F.normalize(r, dim=1).T
+            logits = f @ r.T
+            return logits - 0.5 * (r * r).sum(1) if self.metric == "euclidean" else logits
+    CraftedNet.__qualname__ = "CraftedNet"     # pickles as cogsynth.zsl.CraftedNet
+    return CraftedNet
+_TORCH_CLASSES["CraftedNet"] = _crafted_net_class
 
 # %% ../nbs/13_zsl.ipynb #3730207a
 def make_backbone(name:str="small_cnn", in_chans:int=1, in_dim:int|None=None, hidden:int=512, **kwargs) -> nn.Module:
     "A feature extractor: `small_cnn`, an encoder name for `cogsynth.models.create_encoder`, `mlp` or `identity`."
+    from torch import nn
     if name == "identity": return nn.Identity()
     if name == "mlp":
         if in_dim is None: raise CogsynthError("backbone 'mlp' needs in_dim (the feature size)")
@@ -351,33 +363,43 @@ def make_backbone(name:str="small_cnn", in_chans:int=1, in_dim:int|None=None, hi
     if name == "small_cnn": return SmallCNN(kwargs.pop("widths", (16, 32, 64)), kwargs.pop("depth", 1), in_chans=in_chans, num_classes=0, **kwargs)
     return create_encoder(name, num_classes=0, in_chans=in_chans, **kwargs)
 
-@torch.no_grad()
 def feature_dim(backbone:nn.Module, x) -> int:
     "The size of `backbone`'s output on a sample input `x`."
+    import torch
     was = backbone.training; backbone.eval()
-    d = backbone(_as_tensor(x[:2])).shape[1]; backbone.train(was)
+    with torch.no_grad(): d = backbone(_as_tensor(x[:2])).shape[1]
+    backbone.train(was)
     return int(d)
 
 # %% ../nbs/13_zsl.ipynb #08e9a0d4
 def _seen_targets(y, seen):
+    import torch
     pos = {c: i for i, c in enumerate(seen)}
     return torch.as_tensor([pos[int(c)] for c in y], dtype=torch.long)
 
 def _shift(x, max_shift:int=1):
     "Random translations by up to `max_shift` px (images only)."
     if x.ndim != 4 or max_shift == 0: return x
+    import torch
     dx, dy = np.random.randint(-max_shift, max_shift + 1, 2)
     return torch.roll(x, shifts=(int(dy), int(dx)), dims=(2, 3))
 
-class SeenClassifier(nn.Module):
-    "Backbone + trainable linear head over seen classes (ordinary softmax training)."
-    def __init__(self, backbone, dim, n_seen):
-        super().__init__(); self.backbone, self.head = backbone, nn.Linear(dim, n_seen)
-    def forward(self, x, seen_only=True): return self.head(self.backbone(x))
+@functools.cache
+def _seen_classifier_class():
+    from torch import nn
+    class SeenClassifier(nn.Module):
+        "Backbone + trainable linear head over seen classes (ordinary softmax training)."
+        def __init__(self, backbone, dim, n_seen):
+            super().__init__(); self.backbone, self.head = backbone, nn.Linear(dim, n_seen)
+        def forward(self, x, seen_only=True): return self.head(self.backbone(x))
+    SeenClassifier.__qualname__ = "SeenClassifier"
+    return SeenClassifier
+_TORCH_CLASSES["SeenClassifier"] = _seen_classifier_class
 
 def train_seen(model:nn.Module, X, y, seen:Sequence[int], epochs:int=10, lr:float=2e-3, weight_decay:float=1e-4,
                batch_size:int=64, seed:int=0, augment:bool=True, device="cpu") -> nn.Module:
     "Train `model` with cross-entropy on seen classes only (labels in task indices)."
+    import torch, torch.nn.functional as F
     seed_everything(seed)
     X, t = _as_tensor(X), _seen_targets(y, seen)
     model.to(device).train()
@@ -393,11 +415,11 @@ def train_seen(model:nn.Module, X, y, seen:Sequence[int], epochs:int=10, lr:floa
             opt.zero_grad(); loss.backward(); opt.step(); sched.step()
     return model.eval()
 
-@torch.no_grad()
 def features(backbone:nn.Module, X, batch_size:int=512, device="cpu") -> torch.Tensor:
     "Backbone features of `X` in eval mode, [N, D]."
+    import torch
     backbone.to(device).eval()
-    return torch.cat([backbone(xb.to(device)).cpu() for xb in _as_tensor(X).split(batch_size)])
+    with torch.no_grad(): return torch.cat([backbone(xb.to(device)).cpu() for xb in _as_tensor(X).split(batch_size)])
 
 # %% ../nbs/13_zsl.ipynb #1d799386
 def ridge_map(emb_seen, protos_seen, lam:float=1e-2) -> np.ndarray:
@@ -471,16 +493,17 @@ def gzsl_metrics(scores_seen, y_seen, scores_unseen, y_unseen) -> dict:
 # %% ../nbs/13_zsl.ipynb #4fe07fd3
 def pretrain_seen(task:ZSLTask, backbone:nn.Module, epochs:int=10, lr:float=2e-3, seed:int=0, device="cpu", **kw) -> nn.Module:
     "Train `backbone` + a linear head on the seen classes with an ordinary softmax; returns the backbone."
-    model = SeenClassifier(backbone, feature_dim(backbone, task.X_train), len(task.seen))
+    model = _seen_classifier_class()(backbone, feature_dim(backbone, task.X_train), len(task.seen))
     return train_seen(model, task.X_train, task.y_train, task.seen, epochs, lr, seed=seed, device=device, **kw).backbone
 
 def fit_scc(task:ZSLTask, backbone:nn.Module, epochs:int=10, lr:float=2e-3, metric:str="cosine", scale:float=10.0,
             seed:int=0, device="cpu", **kw) -> CraftedNet:
     "Semantic classifier crafting: frozen class-embedding rules, trainable projection, backbone fine-tuned on seen data."
+    from torch import nn
     task.validate()
     backbone = copy.deepcopy(backbone)
     proj = nn.Linear(feature_dim(backbone, task.X_train), task.embeddings.shape[1], bias=False)
-    net = CraftedNet(backbone, task.embeddings, task.seen, metric, scale, projection=proj)
+    net = _crafted_net_class()(backbone, task.embeddings, task.seen, metric, scale, projection=proj)
     return train_seen(net, task.X_train, task.y_train, task.seen, epochs, lr, seed=seed, device=device, **kw)
 
 def fit_vcc(task:ZSLTask, backbone:nn.Module, epochs:int=10, lr:float=1e-3, lam:float|str="auto", metric:str="cosine",
@@ -490,15 +513,13 @@ def fit_vcc(task:ZSLTask, backbone:nn.Module, epochs:int=10, lr:float=1e-3, lam:
     backbone = copy.deepcopy(backbone)
     rules = visual_rules(features(backbone, task.X_train, device=device).numpy(), task.y_train, task.embeddings,
                          task.seen, task.unseen, lam)
-    net = CraftedNet(backbone, rules, task.seen, metric, scale)
+    net = _crafted_net_class()(backbone, rules, task.seen, metric, scale)
     if finetune and epochs > 0: net = train_seen(net, task.X_train, task.y_train, task.seen, epochs, lr, seed=seed, device=device, **kw)
     return net.eval()
 
-@torch.no_grad()
 def crafted_logits(net:nn.Module, X, batch_size:int=512, device="cpu") -> np.ndarray:
-    "Logits over all classes, [N, C] (eval mode, batched)."
-    net.to(device).eval()
-    return torch.cat([net(xb.to(device)).cpu() for xb in _as_tensor(X).split(batch_size)]).numpy()
+    "Logits over all classes, [N, C] (eval mode, batched): the whole network's `features`, as numpy."
+    return features(net, X, batch_size, device).numpy()
 
 # %% ../nbs/13_zsl.ipynb #a48aef6f
 def softmax_t(logits, temperature:float=1.0) -> np.ndarray:
@@ -577,8 +598,17 @@ def crafted_outputs(net:nn.Module, task:ZSLTask, X_irrelevant=None, device="cpu"
     out["irrelevant"] = None if X_irrelevant is None else crafted_logits(net, X_irrelevant, device=device)
     return out
 
+def _p_seen(o:dict, alpha:float, inputs:str, seed:int, cache:dict|None=None) -> dict:
+    "p_D on `o`'s val/test logits of the discriminator fitted on its train/irrelevant ones (kept in `cache` per (outputs, seed))."
+    key = (id(o), alpha, inputs, seed)
+    if cache is not None and key in cache and cache[key][0] is o: return cache[key][1]
+    D = fit_discriminator(o["train"], o["irrelevant"], alpha, inputs, seed=seed)
+    p = {k: None if o[k] is None else D.predict_proba(o[k])[:, 1] for k in ("val", "test_seen", "test_unseen")}
+    if cache is not None: cache[key] = (o, p)          # holding `o` keeps its id from being reused while cached
+    return p
+
 def evaluate_crafted(outputs, task:ZSLTask, rebalance_with:str="discriminator", temperature:float=1.0,
-                     alpha:float=1.0, max_drop:float=0.1, inputs:str="confidence", seed:int=0) -> dict:
+                     alpha:float=1.0, max_drop:float=0.1, inputs:str="confidence", seed:int=0, cache:dict|None=None) -> dict:
     "T1, S, U, H (percent) of one model's outputs or the average of several (V&S-CC) under a rebalancing choice."
     outs = [outputs] if isinstance(outputs, dict) else list(outputs)
     if rebalance_with not in REBALANCES: raise CogsynthError(f"unknown rebalance {rebalance_with!r}: use one of {REBALANCES}")
@@ -592,11 +622,11 @@ def evaluate_crafted(outputs, task:ZSLTask, rebalance_with:str="discriminator", 
     splits = ("val", "test_seen", "test_unseen")
     probs = {k: [] for k in splits}
     for i, o in enumerate(outs):
-        D = fit_discriminator(o["train"], o["irrelevant"], alpha, inputs, seed=seed + i) if rebalance_with == "discriminator" else None
+        p_seen = _p_seen(o, alpha, inputs, seed + i, cache) if rebalance_with == "discriminator" else None
         for k in splits:
             if o[k] is None: continue
             p = softmax_t(o[k], temperature)
-            probs[k].append(rebalance(p, D.predict_proba(o[k])[:, 1], seen) if D is not None else p)
+            probs[k].append(rebalance(p, p_seen[k], seen) if p_seen is not None else p)
     avg = {k: np.mean(v, 0) if v else None for k, v in probs.items()}
     if rebalance_with == "stacking":
         info["gamma"] = g = choose_gamma(avg["val"], task.y_val, seen, max_drop)
@@ -608,6 +638,7 @@ def evaluate_crafted(outputs, task:ZSLTask, rebalance_with:str="discriminator", 
 # %% ../nbs/13_zsl.ipynb #398332f6
 def _cam_layer(module:nn.Module) -> nn.Module:
     "The last stage of a timm-style CNN (`stages[-1]`, `layer4`), else its last Conv2d."
+    from torch import nn
     if hasattr(module, "stages") and len(module.stages): return module.stages[-1]
     if hasattr(module, "layer4"): return module.layer4
     convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
@@ -616,6 +647,7 @@ def _cam_layer(module:nn.Module) -> nn.Module:
 
 def grad_cam(net:nn.Module, X, target=None, layer:nn.Module|None=None) -> tuple[np.ndarray, np.ndarray]:
     "Grad-CAM maps [B, H, W] in [0, 1] for `target` classes (default: the predicted ones); returns (maps, targets)."
+    import torch, torch.nn.functional as F
     X = _as_tensor(X); layer = layer or _cam_layer(net.backbone if hasattr(net, "backbone") else net)
     store = {}
     def hook(module, inputs, output):
@@ -659,6 +691,7 @@ def _check_choices(methods:Sequence[str], rebalances:Sequence[str]=("none",)):
 
 def task_backbone(task:ZSLTask, backbone:nn.Module|str|None=None, seed:int=0) -> nn.Module:
     "The starting backbone for `task`: a copy of a module, or a new one by name (default `small_cnn`/`mlp`) seeded with `seed`."
+    from torch import nn
     if isinstance(backbone, nn.Module): return copy.deepcopy(backbone)
     images = np.ndim(task.X_train) == 4
     seed_everything(seed)
@@ -694,7 +727,7 @@ def check_temperature(temperature, rebalances:Sequence[str]|None=None, auto:bool
     return t
 
 def evaluate_methods(outs:dict, task:ZSLTask, methods:Sequence[str]=METHODS, rebalances:Sequence[str]=REBALANCES,
-                     temperature:float|dict=1.0, seed:int=0, **kw) -> list[dict]:
+                     temperature:float|dict=1.0, seed:int=0, cache:dict|None=None, **kw) -> list[dict]:
     "Rows of tau, T1, S, U, H for each method x rebalancing choice, from `crafted_outputs` keyed by method."
     _check_choices(methods, rebalances)
     tau = check_temperature(temperature, rebalances, auto=False)
@@ -704,7 +737,7 @@ def evaluate_methods(outs:dict, task:ZSLTask, methods:Sequence[str]=METHODS, reb
         o = [outs["scc"], outs["vcc"]] if m == "ensemble" else outs[m]
         for rb in rebalances:
             rows.append(dict(method=METHOD_NAMES[m], rebalance=rb, tau=tau[rb],
-                             **evaluate_crafted(o, task, rb, tau[rb], seed=seed, **kw)))
+                             **evaluate_crafted(o, task, rb, tau[rb], seed=seed, cache=cache, **kw)))
     return rows
 
 # %% ../nbs/13_zsl.ipynb #85ab1d3f
@@ -726,6 +759,7 @@ def temperature_matters(methods:Sequence[str], rebalances:Sequence[str]) -> bool
 
 def _subset(pairs):
     "Concatenate `X[idx]` over (X, idx) pairs (numpy arrays or torch tensors)."
+    import torch
     parts = [X[torch.as_tensor(idx, dtype=torch.long)] if isinstance(X, torch.Tensor) else np.asarray(X)[idx] for X, idx in pairs]
     return torch.cat(parts) if isinstance(parts[0], torch.Tensor) else np.concatenate(parts)
 
@@ -806,8 +840,9 @@ def choose_temperature(task:ZSLTask, X_irrelevant=None, methods:Sequence[str]=("
     per = {}
     for i, vt in enumerate(vtasks):
         outs, _ = fit_crafted(vt, methods, X_irrelevant, start, pretrain_epochs, epochs, lr, metric, lam, seed, device)
+        cache = {}                                          # one discriminator per (model, seed) for the whole grid
         for t in grid:
-            for r in evaluate_methods(outs, vt, methods, rebalances, t, seed=seed):
+            for r in evaluate_methods(outs, vt, methods, rebalances, t, seed=seed, cache=cache):
                 per.setdefault((r["method"], r["rebalance"], t), []).append(r)
         log.info("temperature split %d: pseudo-unseen %s", i, [vt.class_names[c] for c in vt.unseen])
     scores = [dict(method=m, rebalance=rb, tau=t, **{k: float(np.mean([r[k] for r in rs])) for k in ("T1", "S", "U", "H")},
@@ -834,7 +869,7 @@ def run_zsl(task:ZSLTask, methods:Sequence[str]=("scc", "vcc", "ensemble"), reba
         temperature = {rb: pick_temperature(scores, rb) if scores else tau for rb in rebalances}
         log.info("temperature chosen on class-disjoint validation: %s", temperature)
     outs, nets = fit_crafted(task, methods, X_irrelevant, start, pretrain_epochs, epochs, lr, metric, lam, seed, device)
-    return evaluate_methods(outs, task, methods, rebalances, temperature, seed=seed), nets
+    return evaluate_methods(outs, task, methods, rebalances, temperature, seed=seed, cache={}), nets
 
 # %% ../nbs/13_zsl.ipynb #6f9426b6
 def cli_zsl_args(p):

@@ -27,13 +27,17 @@ def test_results_have_every_table_entry(smoke):
     for r in rows:
         assert set(r) >= {"train_data", "trick", "real_test_top1", "gap_to_real"}
         assert 0.0 <= r["real_test_top1"] <= 100.0
-    base = s["real_baseline"]["real_test_top1"]
-    for r in rows: assert r["gap_to_real"] == pytest.approx(r["real_test_top1"] - base, abs=0.02)
+    # the baseline is trained on the real training share (all 1,257 training digits), each synthetic set on
+    # per_class generated images of each of the 10 digits
+    from cogsynth.data import digits_arrays
+    assert s["real_baseline"]["images"] == len(digits_arrays("train")[1]) == 1257
+    assert all(r["images"] == 10 * results["params"]["per_class"] for r in rows if r["train_data"].startswith("synthetic"))
+    layers = {name: [c["layer"] for c in g["curve"]] for name, g in s["genindex"].items()}
+    assert layers["real 0-4"] == layers["synthetic 0-4"] and len(layers["real 0-4"]) > 1   # same taps: comparable g
     for name in ("real 0-4", "synthetic 0-4"):
         g = s["genindex"][name]
         assert 0.0 <= g["g"] <= 1.0 and 0.0 <= g["g_seen"] <= 1.0
-        assert g["g"] == pytest.approx(max(c["nmi"] for c in g["curve"]), abs=1e-4)
-        assert g["best_layer"] in [c["layer"] for c in g["curve"]]
+        assert g["best_layer"] in layers[name]
         assert 0.0 <= g["probe_top1_unseen"] <= 100.0
     assert set(results["copy_check"]) == {"guidance_7.5", "guidance_2", "random_guidance", "phrasings", "combined"}
     for f in ("generator_curves.png", "samples.png", "classifier_curves.png", "genindex_fewshot.png"):
