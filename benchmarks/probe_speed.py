@@ -6,12 +6,15 @@ CPU (default):
      same C and tolerance, best of --repeat runs each: top-1 of both, seconds, speed-up; the goal is top-1 within
      0.5 points and >= 5x faster with the default precision.
   2. the generalization index (k-means NMI, 3 seeds, + kNN) for 2,500 samples x 12 layers.
-CUDA (--device cuda): the full CoG protocol (SGD, 30 Optuna trials on a 20% per-class validation split + refit +
-  test) on 1.28M x 2048 features with 1000 classes, generated on the GPU (class centers + noise); goal < 5 minutes
-  on an H100. --scale 0.1 runs a tenth of the samples.
+CUDA (--device cuda, or --protocol cog on CPU): the full CoG protocol (SGD, 30 Optuna trials on a 20% per-class
+  validation split + refit + test) on 1.28M x 2048 features with 1000 classes (full ImageNet-CoG scale), generated on
+  the device (class centers + noise); goal < 5 minutes on an H100/H200. --scale 0.1 runs a tenth of the samples.
+  Baseline, same run: --baseline-trials trials fitted one at a time (parallel_trials=1, the CPU way) on the same
+  features, extrapolated to the protocol's trials + refit; `ratio_vs_sequential` = that estimate / measured seconds.
 
   python benchmarks/probe_speed.py                      # CPU, ~2 minutes on 2 cores
   python benchmarks/probe_speed.py --device cuda        # the CoG-scale protocol on a GPU
+  python benchmarks/probe_speed.py --protocol cog --scale 0.002 --classes-cog 50 --trials 3 --epochs 2   # its code path on CPU
 """
 import argparse, json, time
 import numpy as np
@@ -51,7 +54,7 @@ def cpu_probe(args):
     out = {"n_train": n, "n_test": len(yte), "dim": d, "classes": c, "C": args.C, "threads": args.threads, "repeat": args.repeat,
            "cpu_has_bf16": cpu_has_bf16()}
     linear_probe(Xtr[:200], ytr[:200], Xtr[:200], ytr[:200], solver="lbfgs", trials=0, device="cpu", max_iter=5)   # warm-up (lazy imports)
-    for prec in ("auto", "float32"):
+    for prec in ("auto", "fp32"):
         sec, r = _best_of(args.repeat, lambda: linear_probe(Xtr, ytr, Xte, yte, solver="lbfgs", trials=0, C=args.C, device="cpu",
                                                              max_iter=args.max_iter, precision=prec))
         out[f"torch_{prec}_seconds"], out[f"torch_{prec}_top1"] = sec, round(r["top1"], 2)
@@ -60,7 +63,7 @@ def cpu_probe(args):
     out["sklearn_seconds"] = sec
     out["sklearn_top1"] = round(100 * float((sk.predict(normalize(Xte)) == yte).mean()), 2)
     out["sklearn_iterations"] = int(np.max(sk.n_iter_))
-    for prec in ("auto", "float32"):
+    for prec in ("auto", "fp32"):
         out[f"speedup_{prec}"] = round(out["sklearn_seconds"] / out[f"torch_{prec}_seconds"], 2)
         out[f"top1_gap_{prec}"] = round(abs(out[f"torch_{prec}_top1"] - out["sklearn_top1"]), 2)
     out["goal"] = "default precision ('auto'): top-1 within 0.5 points of scikit-learn and >= 5x faster"
@@ -80,25 +83,44 @@ def cpu_genindex(args):
             "seconds": round(time.perf_counter() - t0, 2), "g": round(r["g"], 3), "best_layer": r["best_layer"]}
 
 
-def cuda_protocol(args):
+def cog_protocol(args, device):
+    "The CoG probe protocol at `args.scale` of 1.28M x 2048 x 1000 on `device`, and its sequential-trials baseline."
     import torch
     from cogsynth.probe import linear_probe
-    if not torch.cuda.is_available(): raise SystemExit("--device cuda asked for, but no CUDA GPU is visible")
-    n, d, c = int(1_281_167 * args.scale), 2048, 1000
+    cuda = device == "cuda"
+    if cuda and not torch.cuda.is_available(): raise SystemExit("--device cuda asked for, but no CUDA GPU is visible")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    c = args.classes_cog
+    n, d = int(1_281_167 * args.scale), 2048 if cuda else args.dim
     n_test = 50 * c
-    torch.backends.cuda.matmul.allow_tf32 = True
-    X, y = learnable(n + n_test, d, c, args.signal_gpu, 0, device="cuda", dtype=torch.bfloat16)
+    if cuda: torch.backends.cuda.matmul.allow_tf32 = True
+    X, y = learnable(n + n_test, d, c, args.signal_gpu, 0, device=device, dtype=torch.bfloat16 if cuda else torch.float32)
     Xtr, ytr, Xte, yte = X[:n], y[:n].cpu().numpy(), X[n:], y[n:].cpu().numpy()
-    linear_probe(Xtr[:20000], ytr[:20000], Xtr[:5000], ytr[:5000], solver="sgd", trials=0, device="cuda", epochs=1)   # warm-up
-    torch.cuda.synchronize(); t0 = time.perf_counter()
-    r = linear_probe(Xtr, ytr, Xte, yte, solver="sgd", trials=args.trials, seed=0, device="cuda", epochs=args.epochs,
+    linear_probe(Xtr[:20000], ytr[:20000], Xtr[:5000], ytr[:5000], solver="sgd", trials=0, device=device, epochs=1)   # warm-up
+    sync(); t0 = time.perf_counter()
+    r = linear_probe(Xtr, ytr, Xte, yte, solver="sgd", trials=args.trials, seed=0, device=device, epochs=args.epochs,
                      parallel_trials=args.parallel)
-    torch.cuda.synchronize()
+    sync()
     sec = time.perf_counter() - t0
-    return {"n_train": n, "n_test": n_test, "dim": d, "classes": c, "trials": args.trials, "epochs": args.epochs,
-            "parallel_trials": args.parallel, "seconds": round(sec, 1), "top1": round(r["top1"], 2), "hparams": r["hparams"],
-            "gpu": torch.cuda.get_device_name(0), "goal_seconds": 300, "goal_met": bool(args.scale == 1 and sec < 300),
-            "max_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 1)}
+    out = {"n_train": n, "n_test": n_test, "dim": d, "classes": c, "scale": args.scale, "trials": args.trials,
+           "epochs": args.epochs, "parallel_trials": args.parallel, "seconds": round(sec, 1), "top1": round(r["top1"], 2),
+           "hparams": r["hparams"], "device": device}
+    if args.baseline_trials:
+        # baseline: the same search fitting one trial at a time; its per-trial cost extrapolated to trials + refit
+        sync(); t0 = time.perf_counter()
+        be = min(args.epochs, args.baseline_epochs)
+        linear_probe(Xtr, ytr, Xte, yte, solver="sgd", trials=args.baseline_trials, seed=1, device=device, epochs=be,
+                     parallel_trials=1)
+        sync()
+        per_fit = (time.perf_counter() - t0) / (args.baseline_trials + 1) * args.epochs / be   # its trials + its refit
+        est = per_fit * (args.trials + 1)
+        out.update(baseline=f"parallel_trials=1, measured on {args.baseline_trials} trial(s) + refit at {be} epochs, "
+                            f"extrapolated to {args.trials} trials + refit at {args.epochs} epochs",
+                   baseline_seconds_estimate=round(est, 1), ratio_vs_sequential=round(est / sec, 2))
+    if cuda:
+        out.update(gpu=torch.cuda.get_device_name(0), max_memory_gb=round(torch.cuda.max_memory_allocated() / 2**30, 1))
+    out.update(goal_seconds=300, goal_met=bool(cuda and args.scale == 1 and c == 1000 and args.trials >= 30 and sec < 300))
+    return out
 
 
 def main():
@@ -113,16 +135,25 @@ def main():
     p.add_argument("--scale", type=float, default=1.0, help="cuda: fraction of the 1.28M samples")
     p.add_argument("--trials", type=int, default=30); p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--parallel", default="auto", help="cuda: trials fitted at once (default auto = 10)")
-    p.add_argument("--signal-gpu", type=float, default=0.08)
+    p.add_argument("--signal-gpu", type=float, default=0.08, help="class-center scale of the CoG-scale features")
+    p.add_argument("--protocol", default=None, choices=["cog"], help="cpu: run the CoG protocol (as on cuda) instead of the CPU comparison")
+    p.add_argument("--classes-cog", type=int, default=1000, help="classes of the CoG-scale protocol (1000 = ImageNet-CoG)")
+    p.add_argument("--baseline-trials", type=int, default=1, help="CoG protocol: trials of the sequential baseline (0: none)")
+    p.add_argument("--baseline-epochs", type=int, default=5, help="CoG protocol: SGD epochs of the baseline fits (cost scaled to --epochs)")
+    p.add_argument("--json-out", default=None, help="also write the JSON to this file")
     args = p.parse_args()
     if args.parallel != "auto": args.parallel = int(args.parallel)
     res = {"benchmark": "probe_speed", "device": args.device}
-    if args.device == "cpu":
+    if args.device == "cpu" and args.protocol is None:
         res["probe_lbfgs_vs_sklearn"] = cpu_probe(args)
         if not args.skip_genindex: res["genindex_2500x12"] = cpu_genindex(args)
     else:
-        res["cog_protocol"] = cuda_protocol(args)
+        if args.device == "cpu": import torch; torch.set_num_threads(args.threads)
+        res["cog_protocol"] = cog_protocol(args, args.device)
     print(json.dumps(res, indent=1))
+    if args.json_out:
+        from pathlib import Path
+        Path(args.json_out).write_text(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":

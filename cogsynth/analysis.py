@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .core import CogsynthError, get_logger, progress
-from .probe import check_features, _as_numpy, _save_figure
+from .core import CogsynthError, as_numpy, get_logger, progress, save_figure
+from .probe import check_features, extract_features, resolve_encoder
 
 # %% auto #0
 __all__ = ['cluster_nmi', 'knn_agreement', 'generalization_index', 'genindex_checkpoints', 'plot_genindex',
@@ -29,12 +29,19 @@ def _interval(v:np.ndarray, level:float=0.95) -> list[float]:
 def _prepared(X, y, normalize:bool, what:str):
     "Checked float32 features (L2-normalized with `normalize`) and int64 labels, as the measures below take them."
     X, y = check_features(X, y, what)
-    X = np.asarray(_as_numpy(X), dtype=np.float32)
+    X = np.asarray(as_numpy(X), dtype=np.float32)
     if normalize: X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
     return X, y
 
-def cluster_nmi(X, y, seeds:Sequence[int]=(0, 1, 2, 3, 4), n_init:int=5, normalize:bool=False, k:int|None=None,
-                threads:int|None=1) -> dict:
+def cluster_nmi(X,                                  # features [N, D]
+                y,                                  # labels [N]
+                *,
+                seeds:Sequence[int]=(0, 1, 2, 3, 4), # one k-means per seed
+                n_init:int=5,                       # k-means++ restarts per seed
+                normalize:bool=False,               # L2-normalize the features first
+                k:int|None=None,                    # clusters (default: the number of classes)
+                threads:int|None=1,                 # BLAS/OpenMP threads for k-means (None: all)
+               ) -> dict:                           # `nmi` (mean), `std`, `ci95`, `values`, `k`, `n`
     "NMI between k-means clusters (`k` = number of classes) and labels over `seeds`: mean, std, 95% interval, values."
     X, y = _prepared(X, y, normalize, "features")
     return _cluster_nmi(X, y, seeds, n_init, k, threads)
@@ -53,7 +60,12 @@ def _cluster_nmi(X, y, seeds, n_init:int=5, k:int|None=None, threads:int|None=1)
             "values": vals.tolist(), "k": int(k), "n": int(len(X))}
 
 # %% ../nbs/09_analysis.ipynb #80deaab7
-def knn_agreement(X, y, k:int|None=None, normalize:bool=False, chunk:int=2048) -> dict:
+def knn_agreement(X,                    # features [N, D]
+                  y,                    # labels [N]
+                  k:int|None=None,      # neighbours (default: the smallest class's size minus one)
+                  normalize:bool=False, # L2-normalize the features first
+                  chunk:int=2048,       # rows per distance block
+                 ) -> dict:             # `k`, `agreement`, `nn1`
     "Mean share of each point's `k` nearest neighbours (self excluded) with its label, and leave-one-out 1-NN accuracy."
     X, y = _prepared(X, y, normalize, "features")
     return _knn_agreement(X, y, k, chunk)
@@ -79,8 +91,16 @@ def _knn_agreement(X, y, k:int|None=None, chunk:int=2048) -> dict:
     return {"k": k, "agreement": torch.cat(agree).mean().item(), "nn1": torch.cat(nn1).mean().item()}
 
 # %% ../nbs/09_analysis.ipynb #b79c8367
-def generalization_index(layers:dict, y, seen:dict|None=None, y_seen=None, seeds:Sequence[int]=(0, 1, 2),
-                         n_init:int=5, knn:bool=True, normalize:bool=False) -> dict:
+def generalization_index(layers:dict,               # `{layer: features [N, D]}` of the unseen classes, in depth order
+                         y,                          # their labels [N]
+                         *,
+                         seen:dict|None=None,        # `{layer: features}` of the seen classes: the baseline curve
+                         y_seen=None,                # labels of the seen-class features
+                         seeds:Sequence[int]=(0, 1, 2), # k-means seeds per layer
+                         n_init:int=5,               # k-means++ restarts per seed
+                         knn:bool=True,              # add kNN agreement and 1-NN per layer
+                         normalize:bool=False,       # L2-normalize the features first
+                        ) -> dict:                   # `curve`, `g`, `best_layer` (and `seen_curve`, `g_seen`)
     "Per-layer cluster NMI (and kNN agreement) on unseen classes; `g` = max over layers; the seen-class baseline if given."
     if not layers: raise CogsynthError("no layers given: pass {layer_name: features [N, D]} in depth order")
     if seen is not None and y_seen is None: raise CogsynthError("seen= needs y_seen=, the labels of the seen-class features")
@@ -105,14 +125,21 @@ def generalization_index(layers:dict, y, seen:dict|None=None, y_seen=None, seeds
     return out
 
 # %% ../nbs/09_analysis.ipynb #4c15041e
-def genindex_checkpoints(checkpoints:dict, data, layers:Sequence[str]|None=None, seen_data=None, out=None,
-                         device="auto", batch_size:int=256, **kwargs) -> dict:
+def genindex_checkpoints(checkpoints:dict,           # `{label: encoder.pt path or module}`, in training order
+                         data,                       # unseen-class dataset (or spec)
+                         *,
+                         layers:Sequence[str]|None=None, # taps (default: every layer)
+                         seen_data=None,             # seen-class dataset, for the baseline
+                         out=None,                   # features folder (one subfolder per checkpoint), the cache
+                         device="auto",              # where the encoders run
+                         batch_size:int=256,         # images per forward pass
+                         **kwargs,                   # `generalization_index` settings (seeds, n_init, knn)
+                        ) -> dict:                   # `{label: generalization_index(...)}`
     "`generalization_index` of every layer for each checkpoint in `{label: encoder.pt path or module}`."
     from cogsynth.models import layer_names
-    from cogsynth.probe import extract_features, _resolve_model
     res = {}
     for label, ckpt in checkpoints.items():
-        net = _resolve_model(ckpt, device="cpu")[0]
+        net = resolve_encoder(ckpt, device="cpu")[0]
         taps = list(layers) if layers else layer_names(net)
         sub = Path(out)/str(label) if out is not None else None
         f = extract_features(net, data, layers=taps, out=sub/"unseen" if sub else None, device=device, batch_size=batch_size)
@@ -122,7 +149,11 @@ def genindex_checkpoints(checkpoints:dict, data, layers:Sequence[str]|None=None,
     return res
 
 # %% ../nbs/09_analysis.ipynb #e920df84
-def plot_genindex(results:dict, path=None, ax=None, show_seen:bool=True):
+def plot_genindex(results:dict,        # `{name: generalization_index(...)}`
+                  path=None,            # write the figure there (atomically; it is then closed)
+                  ax=None,              # draw into this axis
+                  show_seen:bool=True,  # dash the seen-class curves
+                 ):
     "NMI per layer (x: relative depth) for each model in `{name: generalization_index(...)}`."
     import matplotlib.pyplot as plt
     if ax is None: fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -137,10 +168,13 @@ def plot_genindex(results:dict, path=None, ax=None, show_seen:bool=True):
     ax.set(xlabel="relative layer depth", ylabel="NMI (k-means vs labels)", title="generalization index per layer", ylim=(0, 1.02))
     ax.legend(fontsize=8)
     fig.tight_layout()
-    if path is not None: _save_figure(fig, path)
+    if path is not None: save_figure(fig, path, dpi=120)
     return fig
 
-def plot_g_over_training(results:dict, path=None, ax=None):
+def plot_g_over_training(results:dict, # `{checkpoint label: generalization_index(...)}`, in order
+                         path=None,     # write the figure there (atomically; it is then closed)
+                         ax=None,       # draw into this axis
+                        ):
     "`g` (and `g_seen`) for each checkpoint in `{label: generalization_index(...)}`, in the given order."
     import matplotlib.pyplot as plt
     if ax is None: fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -151,7 +185,7 @@ def plot_g_over_training(results:dict, path=None, ax=None):
         ax.plot(labels, [r["g_seen"] for r in results.values()], marker="s", ls="--", label="g (seen classes)")
     ax.set(xlabel="checkpoint", ylabel="max NMI over layers", ylim=(0, 1.02)); ax.legend(fontsize=8)
     fig.tight_layout()
-    if path is not None: _save_figure(fig, path)
+    if path is not None: save_figure(fig, path, dpi=120)
     return fig
 
 # %% ../nbs/09_analysis.ipynb #8578493e
@@ -194,7 +228,11 @@ def _intra_class_l2(X:np.ndarray, y:np.ndarray) -> float:
     if not means: raise CogsynthError("no class has 2 samples: intra-class distance needs at least 2 samples in some class")
     return float(np.mean(means))
 
-def feature_stats(X, y, eps2:float=0.5, block:int=256) -> dict:
+def feature_stats(X,               # features [N, D] (L2-normalized here)
+                  y,               # labels [N]
+                  eps2:float=0.5,  # the coding length's distortion eps^2
+                  block:int=256,   # dimensions per block of the correlation matrix
+                 ) -> dict:        # `sparsity`, `intra_class_l2`, `redundancy`, `coding_length`, `n`, `d`
     "Sparsity, intra-class mean pairwise L2, redundancy and coding length (thesis 5.5.5) of L2-normalized features."
     X, y = _prepared(X, y, True, "features")
     return {"sparsity": float((np.abs(X) < 1e-5).mean()), "intra_class_l2": _intra_class_l2(X, y),

@@ -6,19 +6,21 @@ Docs: https://cogsynth.github.io/cogsynth/data.html.md"""
 
 # %% ../nbs/05_data.ipynb #6b9db87b
 from __future__ import annotations
-import math
+import difflib, fnmatch, math, re
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from .core import CogsynthError, atomic_write, ensure_dir, get_logger, read_json
+from .core import CogsynthError, atomic_write, check_choice, ensure_dir, get_logger, read_json
 
 # %% auto #0
-__all__ = ['DIGITS_CLASS_SPLITS', 'IMG_EXTENSIONS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'MULTICROP_SCALES', 'digits_classes',
-           'digits_arrays', 'DigitsDataset', 'write_digits_folder', 'ImageFolderDataset', 'parse_mix', 'MixedDataset',
-           'EpochSampler', 'level_wnids', 'CogDataset', 'normalize_batch', 'eval_transform', 'train_transform',
-           'mazsc_transform', 'MultiCrop', 'multicrop_transform', 'make_dataset']
+__all__ = ['DIGITS_CLASS_SPLITS', 'IMG_EXTENSIONS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'MULTICROP_SCALES', 'DATASETS',
+           'digits_classes', 'digits_arrays', 'digit_image', 'DigitsDataset', 'write_digits_folder', 'to_8bit',
+           'open_image', 'scan_class_folders', 'ImageFolderDataset', 'parse_mix', 'MixedDataset', 'EpochSampler',
+           'level_wnids', 'CogDataset', 'normalize_batch', 'eval_transform', 'train_transform', 'mazsc_transform',
+           'MultiCrop', 'multicrop_transform', 'DatasetEntry', 'register_dataset', 'list_datasets', 'dataset_entry',
+           'DatasetSpec', 'parse_dataset_spec', 'dataset_from_spec', 'dataset_defaults', 'make_dataset']
 
 # %% ../nbs/05_data.ipynb #2a3ec4c8
 DIGITS_CLASS_SPLITS = {"seen": [0, 1, 2, 3, 4], "unseen": [5, 6, 7, 8, 9], "all": list(range(10)),
@@ -36,16 +38,19 @@ def _digits_all():
         _DIGITS_CACHE["all"] = (images, labels, np.sort(tr), np.sort(te))
     return _DIGITS_CACHE["all"]
 
-def digits_classes(classes="all") -> list[int]:
-    "The digit classes named by `classes`: 'all', 'seen' (0-4), 'unseen' (5-9), 'zsl_seen', 'zsl_unseen' or a list of ints."
-    if isinstance(classes, str):
+def digits_classes(classes="all", # a split name ('all', 'seen' 0-4, 'unseen' 5-9, 'zsl_seen' 0-6, 'zsl_unseen' 7-9), a list of ints or '0,1,2'
+                  ) -> list[int]:
+    "The sorted digit classes named by `classes`."
+    if isinstance(classes, str) and "," not in classes and not classes.strip().isdigit():
         if classes not in DIGITS_CLASS_SPLITS:
-            raise CogsynthError(f"unknown digits class split {classes!r}: use one of {sorted(DIGITS_CLASS_SPLITS)} or a list of digits 0-9")
+            close = difflib.get_close_matches(classes, DIGITS_CLASS_SPLITS, n=1)
+            raise CogsynthError(f"unknown digits class split {classes!r}: use one of {sorted(DIGITS_CLASS_SPLITS)} or a list of digits 0-9 such as '0,1,2'"
+                                + (f" (did you mean {close[0]!r}?)" if close else ""))
         return list(DIGITS_CLASS_SPLITS[classes])
-    out = sorted({int(c) for c in classes})
-    bad = [c for c in out if not 0 <= c <= 9]
-    if bad or not out: raise CogsynthError(f"digits classes {list(classes)!r} are not digits 0-9: pass e.g. [0, 1, 2] or 'seen'")
-    return out
+    items = [c.strip() for c in classes.split(",")] if isinstance(classes, str) else list(classes)
+    bad = [c for c in items if not (isinstance(c, (int, np.integer)) or str(c).isdigit()) or not 0 <= int(c) <= 9]
+    if bad or not items: raise CogsynthError(f"digits classes {classes!r} are not digits 0-9 (bad: {bad[:3]}): pass e.g. '0,1,2', [0, 1, 2] or 'seen'")
+    return sorted({int(c) for c in items})
 
 def _split_index(split:str) -> np.ndarray:
     "Indices (into all 1,797 digits) of `split`: 'train', 'test' or 'all'."
@@ -54,7 +59,9 @@ def _split_index(split:str) -> np.ndarray:
     if idx is None: raise CogsynthError(f"unknown digits split {split!r}: use 'train', 'test' or 'all'")
     return idx
 
-def digits_arrays(split:str="train", classes="all") -> tuple[np.ndarray, np.ndarray]:
+def digits_arrays(split:str="train", # 'train' (1,257), 'test' (540) or 'all'
+                  classes="all",     # digit classes, as in `digits_classes`
+                 ) -> tuple[np.ndarray, np.ndarray]:
     "Digits images (uint8 [N, 8, 8]) and labels (int64 [N]) of `split` ('train', 'test', 'all') restricted to `classes`."
     images, labels = _digits_all()[:2]
     idx = _split_index(split)
@@ -63,14 +70,22 @@ def digits_arrays(split:str="train", classes="all") -> tuple[np.ndarray, np.ndar
     return images[idx].copy(), labels[idx].copy()
 
 # %% ../nbs/05_data.ipynb #88d5e778
-def _digit_image(arr:np.ndarray, size:int):
+def digit_image(arr:np.ndarray,  # one digit, uint8 [8, 8] (from `digits_arrays`)
+                size:int,         # side of the returned image in px
+               ):
+    "One digit as a PIL 'L' image of `size` px, upscaled with bicubic resampling as every digits pipeline does."
     from PIL import Image
     im = Image.fromarray(arr)
     return im if size == arr.shape[0] else im.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None)
 
+_digit_image = digit_image   # the old private name, kept until its last importer (zsl) moves to `digit_image`
+
 class DigitsDataset:
     "The embedded digits as a torch-style dataset of (PIL 'L' image of `size` px, digit label)."
-    def __init__(self, split:str="train", classes="all", size:int=16, transform=None):
+    def __init__(self, split:str="train",  # 'train' (1,257 digits), 'test' (540) or 'all'
+                 classes="all",            # a class split name, a list of digits or '0,1,2' (see `digits_classes`)
+                 size:int=16,              # image side in px
+                 transform=None):          # applied to each PIL image
         self.images, digits = digits_arrays(split, classes)
         self.class_ids = digits_classes(classes)
         self.digits = digits.tolist()
@@ -79,12 +94,16 @@ class DigitsDataset:
         self.split, self.size, self.transform = split, int(size), transform
     def __len__(self): return len(self.targets)
     def __getitem__(self, i):
-        im = _digit_image(self.images[i], self.size)
+        im = digit_image(self.images[i], self.size)
         return (self.transform(im) if self.transform else im), self.targets[i]
     def __repr__(self): return f"DigitsDataset(split={self.split!r}, classes={self.classes}, size={self.size}, n={len(self)})"
 
 # %% ../nbs/05_data.ipynb #0fc0125f
-def write_digits_folder(root, split:str="train", classes="all", size:int=16) -> Path:
+def write_digits_folder(root,                # folder to write (created)
+                        split:str="train",   # 'train', 'test' or 'all'
+                        classes="all",       # digit classes, as in `digits_classes`
+                        size:int=16,         # image side in px
+                       ) -> Path:
     "Write the digits of `split`/`classes` as `root/<class>/<index>.png` (atomic, idempotent); returns `root`."
     root = ensure_dir(root, "digits folder")
     images, labels = _digits_all()[:2]
@@ -93,12 +112,32 @@ def write_digits_folder(root, split:str="train", classes="all", size:int=16) -> 
         if int(labels[i]) not in keep: continue
         path = root/str(int(labels[i]))/f"{int(i)}.png"
         if path.exists(): continue
-        with atomic_write(path, "wb") as f: _digit_image(images[i], size).save(f, format="PNG")   # makes the class folder too
+        with atomic_write(path, "wb") as f: digit_image(images[i], size).save(f, format="PNG")   # makes the class folder too
     return Path(root)
 
 # %% ../nbs/05_data.ipynb #72430659
 IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 
+def to_8bit(im, # a PIL image
+           ):
+    "`im` (PIL) with 16-bit, 32-bit or float pixels rescaled to an 8-bit 'L' image; 8-bit images unchanged."
+    from PIL import Image
+    if im.mode not in ("I", "F") and not im.mode.startswith("I;16"): return im
+    a = np.asarray(im).astype(np.float64)
+    top = float(a.max(initial=0))
+    if im.mode == "F": full = 1.0 if top <= 1 else 255.0          # float images: [0, 1] or already [0, 255]
+    elif im.mode.startswith("I;16"): full = 65535.0
+    else: full = 255.0 if top <= 255 else 65535.0 if top <= 65535 else 2.0**32 - 1   # 'I': 8, 16 or 32 bits of range
+    return Image.fromarray(np.round(a.clip(0, full) * (255.0 / full)).astype(np.uint8), "L")
+
+def open_image(path,          # an image file
+               mode:str="RGB", # PIL mode of the result
+              ):
+    "The image at `path` as a PIL image in `mode`; 16-bit and float images are rescaled first, where `convert` would clip them."
+    from PIL import Image
+    with Image.open(path) as im: return to_8bit(im).convert(mode)
+
+# %% ../nbs/05_data.ipynb #59de028c
 def _check_image(path) -> str|None:
     "None when `path` opens as an image, else the reason."
     from PIL import Image
@@ -122,18 +161,48 @@ def _drop_unreadable(items, root, on_error):
         if why: skipped.append((str(p), why))
     _report_skipped(skipped, root, on_error)
     bad = {p for p, _ in skipped}
-    items = [(c, p) for c, p in items if str(p) not in bad]
-    if not items: raise CogsynthError(f"every image under {str(root)!r} is unreadable: check the files")
-    return items, skipped
+    kept = [(c, p) for c, p in items if str(p) not in bad]
+    if not kept: raise CogsynthError(f"every image under {str(root)!r} is unreadable: check the files")
+    emptied = sorted({c for c, _ in items} - {c for c, _ in kept})
+    if emptied:
+        raise CogsynthError(f"class(es) {emptied[:5]} under {str(root)!r} have no readable image ({len(skipped)} unreadable, first: "
+                            f"{skipped[0][0]}): fix or re-generate their images, or remove the class folder(s)")
+    return kept, skipped
 
+# %% ../nbs/05_data.ipynb #d76ffebd
+def _images_under(d:Path) -> list[Path]:
+    return [f for f in sorted(d.rglob("*")) if f.suffix.lower() in IMG_EXTENSIONS and not f.name.startswith(".") and f.is_file()]
+
+def scan_class_folders(root,  # a folder holding one sub-folder of images per class
+                      ) -> tuple[list[tuple[str, Path]], dict[str, str]]:
+    "`(class, path)` of every image under `root/<class>/`, and `{folder: why}` for each folder or file set left out."
+    root, items, dropped = Path(root), [], {}
+    loose = [f for f in sorted(root.iterdir()) if f.is_file() and f.suffix.lower() in IMG_EXTENSIONS]
+    if loose: dropped["."] = f"{len(loose)} image(s) directly in the root are in no class folder: move them into root/<class>/"
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = _images_under(d)
+        if d.name.startswith("_"):
+            if files: dropped[d.name] = f"{len(files)} image(s) ignored: a folder starting with '_' is not a class (rename it to make it one)"
+        elif not files: dropped[d.name] = f"no images (extensions {', '.join(IMG_EXTENSIONS)}): the class is left out"
+        else: items += [(d.name, f) for f in files]
+    if dropped:
+        get_logger("data").warning(f"left out under {root}: " + "; ".join(f"{k!r}: {v}" for k, v in dropped.items()))
+    return items, dropped
+
+# %% ../nbs/05_data.ipynb #d494a92e
 class ImageFolderDataset:
     "Images under `root/<class>/` (or listed in `root/manifest.jsonl`) as (PIL RGB image, label)."
-    def __init__(self, root, classes:Sequence[str]|None=None, transform=None, manifest="auto",
-                 on_error:str="skip", check:bool=True, mode:str="RGB"):
+    def __init__(self, root,                             # folder of class sub-folders, or of generated images with a manifest
+                 classes:Sequence[str]|None=None,        # label order (e.g. the training classes); default: the classes found, sorted
+                 transform=None,                         # applied to each PIL image
+                 manifest="auto",                        # 'auto': read a generation manifest when present; False: scan the folders
+                 on_error:str="skip",                    # unreadable image: 'skip' (report and drop) or 'raise'
+                 check:bool=True,                        # check every image header up front
+                 mode:str="RGB"):                        # PIL mode of the images served
         root = Path(root).expanduser()
-        if on_error not in ("skip", "raise"): raise CogsynthError(f"on_error={on_error!r}: use 'skip' or 'raise'")
+        check_choice("on_error", on_error, ("skip", "raise"))
         if not root.is_dir(): raise CogsynthError(f"image folder {str(root)!r} does not exist: pass a folder holding one subfolder of images per class")
-        self.root, self.transform, self.on_error, self.mode = root, transform, on_error, mode
+        self.root, self.transform, self.on_error, self.mode, self.dropped = root, transform, on_error, mode, {}
         if manifest not in ("auto", True, False, None): raise CogsynthError(f"manifest={manifest!r}: use 'auto' (read a generation manifest when present) or False (scan the class folders)")
         from cogsynth.generate import manifest_files
         self.manifest = (manifest_files(root) or None) if manifest in ("auto", True) else None
@@ -141,23 +210,23 @@ class ImageFolderDataset:
         if not items:
             raise CogsynthError(f"no images found under {str(root)!r} (extensions {', '.join(IMG_EXTENSIONS)}): "
                                 "expected root/<class>/<image> files or a manifest.jsonl with 'class' and 'file'")
-        found = sorted({c for c, _ in items})
-        if classes is None: classes = found
-        classes = [str(c) for c in classes]
-        extra = sorted(set(found) - set(classes))
-        if extra:
-            raise CogsynthError(f"classes {extra[:5]} of {str(root)!r} are not among the {len(classes)} given classes "
-                                f"(e.g. the training classes {classes[:5]}): evaluate on a folder whose classes the model was trained on")
-        self.classes = classes
-        self.class_to_idx = {c: i for i, c in enumerate(classes)}
+        self.classes = self._class_order(sorted({c for c, _ in items}), classes)
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         items, self.skipped = _drop_unreadable(items, root, on_error) if check else (items, [])
         self.samples = [(str(p), self.class_to_idx[c]) for c, p in items]
         self.targets = [t for _, t in self.samples]
 
+    def _class_order(self, found, classes):
+        if classes is None: return found
+        classes = [str(c) for c in classes]
+        extra = sorted(set(found) - set(classes))
+        if extra:
+            raise CogsynthError(f"classes {extra[:5]} of {str(self.root)!r} are not among the {len(classes)} given classes "
+                                f"(e.g. the training classes {classes[:5]}): evaluate on a folder whose classes the model was trained on")
+        return classes
+
     def _from_folders(self):
-        items = []
-        for d in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
-            items += [(d.name, f) for f in sorted(d.rglob("*")) if f.suffix.lower() in IMG_EXTENSIONS and not f.name.startswith(".")]
+        items, self.dropped = scan_class_folders(self.root)
         return items
 
     def _from_manifest(self):
@@ -167,9 +236,8 @@ class ImageFolderDataset:
 
     def __len__(self): return len(self.samples)
     def load(self, i):
-        "The image of sample `i` (PIL, converted to `mode`)."
-        from PIL import Image
-        with Image.open(self.samples[i][0]) as im: return im.convert(self.mode)
+        "The image of sample `i` (PIL, in `mode`; 16-bit images rescaled, see `open_image`)."
+        return open_image(self.samples[i][0], self.mode)
     def __getitem__(self, i):
         for attempt in range(len(self.samples)):
             j = (i + attempt) % len(self.samples)
@@ -184,7 +252,8 @@ class ImageFolderDataset:
     def __repr__(self): return f"ImageFolderDataset({str(self.root)!r}, {len(self.classes)} classes, n={len(self)}, skipped={len(self.skipped)})"
 
 # %% ../nbs/05_data.ipynb #47f70035
-def parse_mix(spec:str) -> list[tuple[str, float]]:
+def parse_mix(spec:str, # 'dirA,dirB:0.5' or 'dirA:0.7,dirB:0.3'
+             ) -> list[tuple[str, float]]:
     "Parse `'dirA,dirB:0.5'` / `'dirA:0.7,dirB:0.3'` into [(path, share)] with shares summing to 1."
     parts = [p.strip() for p in str(spec).split(",") if p.strip()]
     if not parts: raise CogsynthError(f"empty data spec {spec!r}: pass a folder, or 'dirA,dirB:0.5' to mix two folders")
@@ -209,7 +278,8 @@ def parse_mix(spec:str) -> list[tuple[str, float]]:
 
 class MixedDataset:
     "Several datasets over the union of their classes (sorted); `shares` say how much of an epoch each gives."
-    def __init__(self, datasets:Sequence, shares:Sequence[float]|None=None):
+    def __init__(self, datasets:Sequence,              # datasets with .classes and .targets
+                 shares:Sequence[float]|None=None):    # share of an epoch from each (default: by size)
         if not datasets: raise CogsynthError("MixedDataset needs at least one dataset")
         self.datasets = list(datasets)
         self.shares = list(shares) if shares is not None else [len(d) / sum(map(len, datasets)) for d in datasets]
@@ -232,8 +302,14 @@ def _class_sort_key(c):
 # %% ../nbs/05_data.ipynb #7be5a64e
 class EpochSampler:
     "Indices of one epoch: shuffled (or drawn by `shares` from each part of a `MixedDataset`), sharded over ranks."
-    def __init__(self, sizes:Sequence[int], shares:Sequence[float]|None=None, num_samples:int|None=None,
-                 shuffle:bool=True, seed:int=0, rank:int=0, world_size:int=1, drop_last:bool=False):
+    def __init__(self, sizes:Sequence[int],           # size of each part of the dataset (one part: [len(ds)])
+                 shares:Sequence[float]|None=None,    # share of an epoch from each part; None: uniform over all images
+                 *, num_samples:int|None=None,        # samples an epoch (default: all images)
+                 shuffle:bool=True,                   # shuffle (else in order)
+                 seed:int=0,                          # with the epoch, fixes the order
+                 rank:int=0,                          # DDP rank of this process
+                 world_size:int=1,                    # DDP ranks
+                 drop_last:bool=False):               # drop the tail that does not divide over ranks (else pad)
         self.sizes, self.shares = list(sizes), (list(shares) if shares is not None else None)
         self.num_samples = int(num_samples or sum(self.sizes))
         self.shuffle, self.seed, self.rank, self.world_size, self.drop_last = shuffle, seed, rank, world_size, drop_last
@@ -276,7 +352,9 @@ def _read_splits(split_manifest) -> dict:
         raise CogsynthError(f"split manifest {str(split_manifest)[:80]!r} has no 'splits': expected {{'splits': {{wnid: {{'train': [...], 'test': [...]}}}}}}")
     return splits
 
-def level_wnids(level_manifest, level) -> list[str]:
+def level_wnids(level_manifest, # a level manifest (path or dict)
+                level,          # a level name ('L1') or index
+               ) -> list[str]:
     "The wnids of `level` (a name like 'L1' or an index) in a level manifest (path or dict)."
     data = level_manifest if isinstance(level_manifest, dict) else read_json(level_manifest)
     levels = data.get("levels", [])
@@ -288,8 +366,16 @@ def level_wnids(level_manifest, level) -> list[str]:
 
 class CogDataset(ImageFolderDataset):
     "Images of CoG concepts listed in a split manifest, under `image_root`; classes are wnids."
-    def __init__(self, image_root, split_manifest, split:str="train", wnids:Sequence[str]|None=None,
-                 level_manifest=None, level=None, transform=None, on_error:str="skip", check:bool=True, mode:str="RGB"):
+    def __init__(self, image_root,                 # folder the split manifest's paths are relative to
+                 split_manifest,                    # {'splits': {wnid: {'train': [...], 'test': [...]}}} (path or dict)
+                 split:str="train",                 # 'train' or 'test'
+                 *, wnids:Sequence[str]|None=None,  # concepts to keep (default: all in the manifest)
+                 level_manifest=None,               # or: a level manifest (path or dict) ...
+                 level=None,                        # ... and the level whose concepts to keep
+                 transform=None,                    # applied to each PIL image
+                 on_error:str="skip",               # unreadable image: 'skip' (report) or 'raise'
+                 check:bool=True,                   # check every image header up front
+                 mode:str="RGB"):                   # PIL mode of the images served
         splits = _read_splits(split_manifest)
         if level is not None:
             if level_manifest is None: raise CogsynthError("level= needs level_manifest=: pass the level manifest JSON the levels command wrote")
@@ -316,7 +402,10 @@ def _finish(mean, std):
     import torchvision.transforms as T
     return [T.PILToTensor()] if mean is None else [T.ToTensor(), T.Normalize(mean, std)]
 
-def normalize_batch(x, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+def normalize_batch(x,                 # uint8 images [B, C, H, W]
+                    mean=IMAGENET_MEAN, # per-channel mean (of [0, 1] values)
+                    std=IMAGENET_STD,   # per-channel std
+                   ):
     "uint8 images [B, C, H, W] (from a transform with `mean=None`) -> float, normalized, on their device."
     import torch
     m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1) * 255
@@ -327,7 +416,11 @@ def _scaled(px:int, img_size:int, minimum:int=8) -> int:
     "`px` (a size at 224) scaled to `img_size`."
     return px if img_size == 224 else max(minimum, int(round(px * img_size / 224)))
 
-def eval_transform(img_size:int=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, small_threshold:int=64):
+def eval_transform(img_size:int=224,       # output side in px
+                   mean=IMAGENET_MEAN,      # normalization mean; None: uint8 output
+                   std=IMAGENET_STD,        # normalization std
+                   small_threshold:int=64,  # below this size: a plain resize, no crop
+                  ):
     "Evaluation: resize (256/224 of `img_size`) + center crop, bicubic; a plain resize for small images."
     import torchvision.transforms as T
     bic = T.InterpolationMode.BICUBIC
@@ -335,14 +428,23 @@ def eval_transform(img_size:int=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, small
     else: geo = [T.Resize(int(round(img_size * 256 / 224)), interpolation=bic, antialias=True), T.CenterCrop(img_size)]
     return T.Compose([T.Lambda(_to_rgb), *geo, *_finish(mean, std)])
 
-def train_transform(img_size:int=224, scale=(0.08, 1.0), flip:float=0.5, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+def train_transform(img_size:int=224,   # output side in px
+                    scale=(0.08, 1.0),   # random resized crop area range
+                    flip:float=0.5,      # horizontal flip probability
+                    mean=IMAGENET_MEAN,  # normalization mean; None: uint8 output
+                    std=IMAGENET_STD,    # normalization std
+                   ):
     "Standard training: random resized crop (bicubic) and horizontal flip."
     import torchvision.transforms as T
     t = [T.Lambda(_to_rgb), T.RandomResizedCrop(img_size, scale=tuple(scale), interpolation=T.InterpolationMode.BICUBIC, antialias=True)]
     if flip: t.append(T.RandomHorizontalFlip(flip))
     return T.Compose(t + _finish(mean, std))
 
-def mazsc_transform(img_size:int=224, flip:float=0.5, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+def mazsc_transform(img_size:int=224,   # output side in px
+                    flip:float=0.5,      # horizontal flip probability
+                    mean=IMAGENET_MEAN,  # normalization mean; None: uint8 output
+                    std=IMAGENET_STD,    # normalization std
+                   ):
     "Seed 003 training: random crop with padding (1/8 of the size) at the dataset's size, flip."
     import torchvision.transforms as T
     t = [T.Lambda(_to_rgb), T.Resize((img_size, img_size), interpolation=T.InterpolationMode.BICUBIC, antialias=True),
@@ -355,11 +457,21 @@ MULTICROP_SCALES = {"trex": ((0.25, 1.0), (0.05, 0.25)), "trex-star": ((0.40, 1.
 
 class MultiCrop:
     "DINO/t-ReX multi-crop: `n_global` global crops then `n_local` local crops, as a list of tensors."
-    def __init__(self, img_size:int=224, local_size:int|None=None, n_global:int=1, n_local:int=8,
-                 global_scale=(0.25, 1.0), local_scale=(0.05, 0.25), flip:float=0.5,
-                 jitter=(0.4, 0.4, 0.2, 0.1), jitter_p:float=0.8, gray_p:float=0.2,
-                 blur_global:float=0.2, blur_local:float=0.5, solarize_global:float=0.2,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    def __init__(self, img_size:int=224,         # global crop side in px
+                 *, local_size:int|None=None,    # local crop side (default: 96 px scaled to img_size)
+                 n_global:int=1,                 # global crops
+                 n_local:int=8,                  # local crops
+                 global_scale=(0.25, 1.0),       # global crop area range
+                 local_scale=(0.05, 0.25),       # local crop area range
+                 flip:float=0.5,                 # horizontal flip probability
+                 jitter=(0.4, 0.4, 0.2, 0.1),    # color jitter (brightness, contrast, saturation, hue)
+                 jitter_p:float=0.8,             # color jitter probability
+                 gray_p:float=0.2,               # grayscale probability
+                 blur_global:float=0.2,          # Gaussian blur probability, global crops
+                 blur_local:float=0.5,           # Gaussian blur probability, local crops
+                 solarize_global:float=0.2,      # solarize probability, global crops
+                 mean=IMAGENET_MEAN,             # normalization mean; None: uint8 output
+                 std=IMAGENET_STD):              # normalization std
         import torchvision.transforms as T
         self.img_size, self.local_size = img_size, local_size or _scaled(96, img_size)
         self.n_global, self.n_local = n_global, n_local
@@ -378,22 +490,167 @@ class MultiCrop:
         return [self.global_t(im) for _ in range(self.n_global)] + [self.local_t(im) for _ in range(self.n_local)]
     def __repr__(self): return f"MultiCrop({self.n_global}x{self.img_size}px + {self.n_local}x{self.local_size}px)"
 
-def multicrop_transform(img_size:int=224, variant:str="trex", **kwargs) -> MultiCrop:
+def multicrop_transform(img_size:int=224,    # global crop side in px
+                        variant:str="trex",   # 'trex' or 'trex-star' (`MULTICROP_SCALES`)
+                        **kwargs,             # other `MultiCrop` settings
+                       ) -> MultiCrop:
     "The t-ReX (`variant='trex'`) or t-ReX* (`'trex-star'`) multi-crop, sizes scaled to `img_size`."
-    if variant not in MULTICROP_SCALES: raise CogsynthError(f"unknown multi-crop variant {variant!r}: use one of {list(MULTICROP_SCALES)}")
+    check_choice("variant", variant, MULTICROP_SCALES)
     g, l = MULTICROP_SCALES[variant]
     kwargs.setdefault("global_scale", g); kwargs.setdefault("local_scale", l)
     return MultiCrop(img_size, **kwargs)
 
-# %% ../nbs/05_data.ipynb #bce66ace
-def make_dataset(spec, split:str="train", classes="all", transform=None, img_size:int=16, class_names=None,
-                 on_error:str="skip", check:bool=True):
-    "Dataset named by `spec` ('digits', a folder, or 'dirA,dirB:0.5'); returns (dataset, shares or None)."
-    if not isinstance(spec, str): return spec, getattr(spec, "shares", None)
-    if spec == "digits": return DigitsDataset(split, classes, size=img_size, transform=transform), None
-    mix = parse_mix(spec)
-    for p, _ in mix:
-        if not Path(p).expanduser().is_dir(): raise CogsynthError(f"data folder {p!r} does not exist: pass 'digits', a folder of class subfolders, or 'dirA,dirB:0.5'")
-    parts = [ImageFolderDataset(p, classes=class_names, transform=transform, on_error=on_error, check=check) for p, _ in mix]
-    if len(parts) == 1: return parts[0], None
-    return MixedDataset(parts, [s for _, s in mix]), [s for _, s in mix]
+# %% ../nbs/05_data.ipynb #0b485f6a
+class DatasetEntry(NamedTuple):
+    "A registered dataset: its builder, the defaults of a run on it, and how to check its spec argument."
+    name: str
+    builder: Callable        # builder(arg, split, *, img_size, transform) -> dataset with .classes and .targets
+    defaults: dict           # run settings: img_size, model, batch_size, flip, epochs, val_split, ...
+    check_arg: Callable|None # check_arg(arg) raises CogsynthError for a malformed argument
+    doc: str
+
+DATASETS: dict[str, DatasetEntry] = {}
+
+def register_dataset(name:str,                   # the name specs use, e.g. 'digits'
+                     builder:Callable|None=None, # builder(arg, split, *, img_size, transform); None: use as a decorator
+                     *, defaults:dict|None=None, # run settings for this dataset (img_size, model, batch_size, flip, epochs, val_split)
+                     check_arg:Callable|None=None, # validates the spec argument (the text after 'name:')
+                     doc:str|None=None):         # one line for listings (default: the builder's docstring)
+    "Register a dataset builder under `name` (also as a decorator); returns the builder."
+    if not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
+        raise CogsynthError(f"dataset name {name!r}: use lower-case letters, digits, '-' and '_' (no ':', ',' or '/', which specs use)")
+    def deco(fn):
+        DATASETS[name] = DatasetEntry(name, fn, dict(defaults or {}), check_arg, doc or (fn.__doc__ or "").strip().split("\n")[0])
+        return fn
+    return deco(builder) if builder is not None else deco
+
+def list_datasets(pattern:str="*", # a shell-style wildcard, e.g. 'dig*'
+                 ) -> list[str]:
+    "Registered dataset names matching `pattern`, sorted."
+    return sorted(fnmatch.filter(DATASETS, pattern))
+
+def dataset_entry(name:str, # a registered dataset name
+                 ) -> DatasetEntry:
+    "The registry entry of dataset `name`; an unknown name is an error naming the close ones."
+    return DATASETS[check_choice("dataset", name, list_datasets())]
+
+# %% ../nbs/05_data.ipynb #7f3fb03d
+@register_dataset("digits", check_arg=lambda arg: digits_classes(arg or "all"),
+                  defaults=dict(img_size=16, model="cnn_small", batch_size=32, flip=0.0, epochs=10, val_split="test"))
+def _digits_builder(arg, split, *, img_size=16, transform=None, **_):
+    "scikit-learn's 1,797 real 8x8 digits, upscaled (classes: all, seen, unseen, zsl_seen, zsl_unseen or '0,1,2')."
+    return DigitsDataset(split, arg or "all", size=img_size, transform=transform)
+
+# %% ../nbs/05_data.ipynb #68d8b9d7
+class DatasetSpec(NamedTuple):
+    "One part of a dataset spec."
+    kind: str          # 'registered', 'level' or 'folder'
+    source: str        # the registered name, the level manifest (preset or path) or the folder
+    arg: str|None      # the registered dataset's argument, or the level's name; None for folders
+    share: float       # share of an epoch's samples (1.0 for a single source)
+
+def _is_level(spec:str) -> bool:
+    from cogsynth.levels import is_level_spec
+    return is_level_spec(spec)
+
+def _registered(spec:str, text:str) -> DatasetSpec:
+    name, sep, arg = text.partition(":")
+    entry = DATASETS[name]
+    if sep and not arg.strip(): raise CogsynthError(f"dataset spec {spec!r} has an empty argument after {name + ':'!r}: write {name!r} or e.g. 'digits:0,1,2'")
+    if entry.check_arg is not None:
+        try: entry.check_arg(arg.strip() if sep else None)
+        except CogsynthError as e: raise CogsynthError(f"dataset spec {spec!r}: {e}") from None
+    return DatasetSpec("registered", name, arg.strip() if sep else None, 1.0)
+
+# %% ../nbs/05_data.ipynb #ba1810fa
+def parse_dataset_spec(spec:str, # e.g. 'digits:0,1,2', 'imagenet-cog:L1', 'DIR' or 'DIR1,DIR2:0.3'
+                      ) -> list[DatasetSpec]:
+    "The parts of a dataset spec, checked (see the table above); shares sum to 1."
+    text = str(spec).strip()
+    if not text: raise CogsynthError(f"empty dataset spec {spec!r}: pass a registered dataset ({', '.join(list_datasets())}), a folder, or 'dirA,dirB:0.5'")
+    if text.partition(":")[0] in DATASETS: return [_registered(spec, text)]
+    if _is_level(text):
+        head, _, level = text.rpartition(":")
+        return [DatasetSpec("level", head, level.strip(), 1.0)]
+    for part in text.split(","):
+        name, sep, arg = part.strip().partition(":")
+        if sep and name in DATASETS and not _is_share(arg):
+            raise CogsynthError(f"mix part {part.strip()!r} of dataset spec {spec!r} carries a dataset argument: a mix part is NAME or "
+                                f"DIR, then :SHARE; pass the classes separately (classes=, --classes)")
+    return [DatasetSpec("registered" if path in DATASETS else "folder", path, None, share) for path, share in parse_mix(text)]
+
+def _is_share(text:str) -> bool:
+    try: float(text); return True
+    except ValueError: return False
+
+# %% ../nbs/05_data.ipynb #0e326919
+def _folder(path:str, split:str) -> Path:
+    if "{split}" in path: return Path(path.replace("{split}", split)).expanduser()
+    p = Path(path).expanduser()
+    return p/split if (p/split).is_dir() else p
+
+def _part_dataset(spec, part:DatasetSpec, split, *, classes, img_size, transform, class_names, on_error, check, image_root, splits):
+    if part.kind == "registered":
+        entry = DATASETS[part.source]
+        if part.arg is not None and classes not in (None, "all") and str(classes) != part.arg:
+            raise CogsynthError(f"dataset spec {spec!r} names its classes and classes={classes!r} too: give them once, e.g. '{part.source}:{classes}'")
+        arg = part.arg if part.arg is not None else (None if classes in (None, "all") else (classes if isinstance(classes, str) else ",".join(map(str, classes))))
+        if arg is not None and entry.check_arg is not None: entry.check_arg(arg)
+        return entry.builder(arg, split, img_size=img_size or entry.defaults.get("img_size", 224), transform=transform)
+    if part.kind == "level":
+        if image_root is None or splits is None:
+            raise CogsynthError(f"level spec {spec!r} needs image_root= (the images' folder) and splits= (a split manifest such as "
+                                "`cogsynth levels --cog-splits FILE.pkl` writes): pass both (--image-root, --splits)")
+        from cogsynth.levels import resolve_level_spec
+        wnids = resolve_level_spec(f"{part.source}:{part.arg}")[0]
+        return CogDataset(image_root, splits, split, wnids=wnids, transform=transform, on_error=on_error, check=check)
+    root = _folder(part.source, split)
+    if not root.is_dir():
+        close = difflib.get_close_matches(part.source, list_datasets(), n=1)
+        raise CogsynthError(f"data folder {str(root)!r} (in dataset spec {spec!r}) does not exist: pass a registered dataset ({', '.join(list_datasets())}), "
+                            "a folder of class subfolders, or 'dirA,dirB:0.5'" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ImageFolderDataset(root, classes=class_names, transform=transform, on_error=on_error, check=check)
+
+# %% ../nbs/05_data.ipynb #896b8fc7
+def dataset_from_spec(spec,                     # a dataset spec (see `parse_dataset_spec`), or a dataset, returned as is
+                      split:str="train",        # 'train' or 'test' (folders: DIR/<split> when it exists)
+                      *, classes=None,          # classes of a registered dataset named without argument, e.g. 'seen' or [0, 1]
+                      img_size:int|None=None,   # image side for registered datasets (default: the dataset's own)
+                      transform=None,           # applied to each PIL image
+                      class_names:Sequence[str]|None=None, # label order of folders (e.g. the training classes)
+                      on_error:str="skip",      # unreadable image in a folder: 'skip' (report) or 'raise'
+                      check:bool=True,          # check every image header up front
+                      image_root=None,          # level specs: the folder the split manifest's paths are relative to
+                      splits=None):             # level specs: the split manifest (path or dict)
+    "The dataset named by `spec` for `split`; a mix is a `MixedDataset` with `.shares`."
+    if not isinstance(spec, (str, Path)): return spec
+    parts = parse_dataset_spec(str(spec))
+    kw = dict(classes=classes, img_size=img_size, transform=transform, class_names=class_names, on_error=on_error,
+              check=check, image_root=image_root, splits=splits)
+    sets = [_part_dataset(str(spec), p, split, **kw) for p in parts]
+    return sets[0] if len(sets) == 1 else MixedDataset(sets, [p.share for p in parts])
+
+def dataset_defaults(spec, # a dataset spec or a dataset
+                    ) -> dict:
+    "The run settings of `spec`: its registered parts' defaults (the agreeing ones, for a mix); {} for plain folders."
+    if not isinstance(spec, (str, Path)): return {}
+    parts, out = parse_dataset_spec(str(spec)), None
+    for p in parts:
+        d = dict(DATASETS[p.source].defaults) if p.kind == "registered" else {}
+        if p.kind == "folder" and (Path(p.source).expanduser()/"test").is_dir(): d["val_split"] = "test"
+        if p.kind == "level": d["val_split"] = "test"
+        out = d if out is None else {k: v for k, v in out.items() if d.get(k, v) == v}
+    return out or {}
+
+def make_dataset(spec,                    # a dataset spec, or a dataset
+                 split:str="train",       # 'train' or 'test'
+                 *, classes="all",        # as in `dataset_from_spec`
+                 transform=None,          # applied to each PIL image
+                 img_size:int|None=None,  # image side of registered datasets
+                 class_names=None,        # label order of folders
+                 on_error:str="skip",     # unreadable images: 'skip' or 'raise'
+                 check:bool=True):        # check every image header up front
+    "`(dataset_from_spec(spec, split, ...), shares or None)`: the older entry point."
+    ds = dataset_from_spec(spec, split, classes=classes, img_size=img_size, transform=transform, class_names=class_names,
+                           on_error=on_error, check=check)
+    return ds, (list(ds.shares) if isinstance(ds, MixedDataset) else getattr(ds, "shares", None))

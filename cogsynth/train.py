@@ -6,19 +6,24 @@ Docs: https://cogsynth.github.io/cogsynth/train.html.md"""
 
 # %% ../nbs/07_train.ipynb #803ab895
 from __future__ import annotations
-import argparse, json, math, os, random, time
+import argparse, json, math, os, random, re, time, warnings
 from contextlib import nullcontext
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from .data import IMAGENET_MEAN, normalize_batch
-from .core import (CogsynthError, atomic_write, derive_seed, ensure_dir, environment_info, get_device,
-                           get_logger, is_quiet, progress, seed_everything, write_json)
+from .core import (CogsynthError, atomic_write, barrier, check_choice, check_precision, clean_stale_temps, derive_seed,
+                           dist_info, ensure_dir, environment_info, get_device, get_logger, init_distributed, is_quiet,
+                           precision_dtype, progress, resolve_auto_precision, save_figure, seed_everything, write_json)
 
 # %% auto #0
-__all__ = ['RECIPES', 'get_recipe', 'lr_factor', 'make_train_transform', 'build_data', 'evaluate', 'train', 'read_metrics',
-           'plot_metrics', 'cli_train_args', 'cli_train']
+__all__ = ['OPTIMIZERS', 'SCHEDULES', 'AUGMENTS', 'RECIPES', 'register_recipe', 'get_recipe', 'lr_factor', 'resolve_settings',
+           'make_train_transform', 'build_data', 'RunModel', 'build_model', 'EpochPlan', 'epoch_plan', 'recipe_lr',
+           'build_optimizer', 'build_scheduler', 'load_checkpoint', 'resume_changes', 'check_resume', 'restore',
+           'train_loader', 'evaluate', 'train_one_epoch', 'save_checkpoint', 'train', 'read_metrics', 'plot_metrics',
+           'cli_train_args', 'cli_train']
 
 # %% ../nbs/07_train.ipynb #1beb3d39
 _BASE = dict(optimizer="sgd", lr=0.1, lr_scale_batch=True, momentum=0.9, weight_decay=1e-4, no_decay_1d=False,
@@ -28,35 +33,54 @@ _BASE = dict(optimizer="sgd", lr=0.1, lr_scale_batch=True, momentum=0.9, weight_
              head="linear", projector_layers=None, projector_hidden=2048, projector_out=256, temperature=0.1,
              memory_size=8192, ema_momentum=None, label_smoothing=0.0, clip_grad=None, img_size=224,
              weights_required=False)
+OPTIMIZERS, SCHEDULES = ("sgd", "adamw"), ("cosine", "step", "constant")
+AUGMENTS = ("standard", "mazsc", "none", "multicrop-trex", "multicrop-trex-star")
+RECIPES: dict[str, dict] = {}
 
-RECIPES = {
-    "torch": dict(_BASE, schedule="step", epochs=90),
-    "thesis-sd": dict(_BASE, epochs=100, warmup_frac=0.1, augment="multicrop-trex"),
-    "trex": dict(_BASE, epochs=100, warmup_epochs=10, min_lr=1e-6, no_decay_1d=True, augment="multicrop-trex",
-                 head="ocm", projector_layers=3, ema_momentum=0.999),
-    "trex-star": dict(_BASE, epochs=100, warmup_epochs=10, min_lr=1e-6, no_decay_1d=True, augment="multicrop-trex-star",
-                      head="ocm", projector_layers=1, ema_momentum=0.999),
-    "mazsc": dict(_BASE, optimizer="adamw", lr=2e-4, lr_scale_batch=False, weight_decay=0.9, epochs=200, batch_size=128,
-                  augment="mazsc"),
-    "finetune": dict(_BASE, optimizer="adamw", lr=2e-4, lr_scale_batch=False, weight_decay=0.05, epochs=30, batch_size=72,
-                     weights_required=True),
-}
-
-def get_recipe(name:str, **overrides) -> dict:
-    "The hyper-parameters of recipe `name` with `overrides` applied (unknown keys are an error)."
-    if name not in RECIPES: raise CogsynthError(f"unknown recipe {name!r}: use one of {list(RECIPES)}")
-    bad = sorted(set(overrides) - set(_BASE))
-    if bad: raise CogsynthError(f"unknown recipe setting(s) {bad}: valid settings are {sorted(_BASE)}")
-    r = dict(RECIPES[name], **overrides)
-    if r["optimizer"] not in ("sgd", "adamw"): raise CogsynthError(f"optimizer {r['optimizer']!r}: use 'sgd' or 'adamw'")
-    if r["schedule"] not in ("cosine", "step", "constant"): raise CogsynthError(f"schedule {r['schedule']!r}: use 'cosine', 'step' or 'constant'")
-    if r["augment"] not in ("standard", "mazsc", "none", "multicrop-trex", "multicrop-trex-star"):
-        raise CogsynthError(f"augment {r['augment']!r}: use 'standard', 'mazsc', 'none', 'multicrop-trex' or 'multicrop-trex-star'")
+def _check_recipe(r:dict) -> dict:
+    check_choice("optimizer", r["optimizer"], OPTIMIZERS); check_choice("schedule", r["schedule"], SCHEDULES)
+    check_choice("augment", r["augment"], AUGMENTS)
     return r
 
+def register_recipe(name:str, # the name `train(recipe=...)` and `--recipe` use
+                    **settings, # recipe settings that differ from the defaults (`_BASE`: SGD 0.1, batch 256, ...)
+                   ) -> dict:
+    "Register recipe `name`: the default settings with `settings` applied; returns the recipe."
+    bad = sorted(set(settings) - set(_BASE))
+    if bad: raise CogsynthError(f"unknown recipe setting(s) {bad} for recipe {name!r}: valid settings are {sorted(_BASE)}")
+    RECIPES[name] = _check_recipe(dict(_BASE, **settings))
+    return RECIPES[name]
+
+register_recipe("torch", schedule="step", epochs=90)
+register_recipe("thesis-sd", epochs=100, warmup_frac=0.1, augment="multicrop-trex")
+register_recipe("trex", epochs=100, warmup_epochs=10, min_lr=1e-6, no_decay_1d=True, augment="multicrop-trex",
+                head="ocm", projector_layers=3, ema_momentum=0.999)
+register_recipe("trex-star", epochs=100, warmup_epochs=10, min_lr=1e-6, no_decay_1d=True, augment="multicrop-trex-star",
+                head="ocm", projector_layers=1, ema_momentum=0.999)
+register_recipe("mazsc", optimizer="adamw", lr=2e-4, lr_scale_batch=False, weight_decay=0.9, epochs=200, batch_size=128, augment="mazsc")
+register_recipe("finetune", optimizer="adamw", lr=2e-4, lr_scale_batch=False, weight_decay=0.05, epochs=30, batch_size=72,
+                weights_required=True)
+
+def get_recipe(name:str, # a registered recipe (`RECIPES`)
+               **overrides, # recipe settings to change
+              ) -> dict:
+    "The settings of recipe `name` with `overrides` applied (an unknown name or setting is an error)."
+    check_choice("recipe", name, RECIPES)
+    bad = sorted(set(overrides) - set(_BASE))
+    if bad: raise CogsynthError(f"unknown recipe setting(s) {bad}: valid settings are {sorted(_BASE)}")
+    return _check_recipe(dict(RECIPES[name], **overrides))
+
 # %% ../nbs/07_train.ipynb #5935a673
-def lr_factor(step:int, total:int, warmup:int, base_lr:float, min_lr:float=0.0, schedule:str="cosine",
-              steps_per_epoch:int=1, step_size:int=30, step_gamma:float=0.1) -> float:
+def lr_factor(step:int,              # optimizer steps taken
+              total:int,             # optimizer steps of the whole run
+              warmup:int,            # warmup steps (linear from 0)
+              base_lr:float,         # the peak learning rate (to express `min_lr` as a factor)
+              *, min_lr:float=0.0,   # cosine floor
+              schedule:str="cosine", # 'cosine', 'step' or 'constant' (`SCHEDULES`)
+              steps_per_epoch:int=1, # for 'step': steps in an epoch
+              step_size:int=30,      # for 'step': epochs between decays
+              step_gamma:float=0.1,  # for 'step': factor of each decay
+             ) -> float:
     "Multiplier of `base_lr` at optimizer step `step` of `total`."
     if step < warmup: return (step + 1) / warmup
     if schedule == "constant": return 1.0
@@ -65,9 +89,30 @@ def lr_factor(step:int, total:int, warmup:int, base_lr:float, min_lr:float=0.0, 
     floor = min_lr / base_lr if base_lr else 0.0
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
+# %% ../nbs/07_train.ipynb #1b8e84e9
+def resolve_settings(data,                 # a dataset spec (see `cogsynth.data.parse_dataset_spec`) or a dataset
+                     model:str|None=None,  # timm model name; None: the dataset's default, else resnet50
+                     recipe:str="torch",   # a registered recipe
+                     *, epochs:int|None=None, # None: the dataset's default, else the recipe's
+                     img_size:int|None=None,  # None: the dataset's default, else the recipe's (224)
+                     overrides:dict|None=None, # recipe settings given by the caller
+                    ) -> tuple[dict, str]:
+    "The settings `r` of a run (recipe, then dataset defaults, then `overrides`) and the checked model name."
+    from cogsynth.data import dataset_defaults
+    from cogsynth.models import check_model_name   # importing cogsynth.models registers the small CNNs with timm
+    ds = dataset_defaults(data)
+    r = get_recipe(recipe, **{**{k: v for k, v in ds.items() if k in _BASE}, **(overrides or {})})
+    if epochs is not None: r["epochs"] = int(epochs)
+    if r["epochs"] < 1: raise CogsynthError(f"epochs={r['epochs']}: train for at least 1 epoch")
+    if img_size is not None: r["img_size"] = int(img_size)
+    return r, check_model_name(model or ds.get("model") or "resnet50")
+
 # %% ../nbs/07_train.ipynb #9567d84e
-def make_train_transform(r:dict, img_size:int, mean=IMAGENET_MEAN):
-    "The training transform of recipe `r` at `img_size` (uint8 output for on-device normalization when `mean=None`)."
+def make_train_transform(r:dict,            # run settings (from `get_recipe`)
+                         img_size:int,       # image side in px
+                         mean=IMAGENET_MEAN, # None: uint8 output, normalized on the device by the loop
+                        ):
+    "The training transform of recipe `r` at `img_size`."
     from cogsynth.data import train_transform, mazsc_transform, multicrop_transform, eval_transform
     a = r["augment"]
     if a.startswith("multicrop"):
@@ -78,23 +123,28 @@ def make_train_transform(r:dict, img_size:int, mean=IMAGENET_MEAN):
     scale = r["crop_scale"] or ((0.08, 1.0) if img_size >= 64 else (0.35, 1.0))
     return train_transform(img_size, scale=scale, flip=r["flip"], mean=mean)
 
-def build_data(data, classes="all", val_data=None, r:dict|None=None, img_size:int=224, check:bool=True):
-    "(train dataset, validation dataset or None, class names, shares or None) for the data spec `data`."
-    from cogsynth.data import make_dataset, eval_transform, DigitsDataset
+# %% ../nbs/07_train.ipynb #17900e48
+def build_data(data,                    # a dataset spec or a dataset
+               *, classes="all",        # classes of a registered dataset given without argument ('seen', '0,1,2', [0, 1])
+               val_data=None,           # a validation spec; None: the spec's test split when it has one
+               r:dict|None=None,        # run settings (default: the torch recipe)
+               img_size:int=224,        # image side in px
+               check:bool=True,         # check every image header up front
+              ) -> tuple:
+    "`(train dataset, validation dataset or None, class names, shares or None)` of a run on `data`."
+    from cogsynth.data import dataset_from_spec, dataset_defaults, eval_transform
     r = r or get_recipe("torch")
-    train_ds, shares = make_dataset(data, "train", classes, make_train_transform(r, img_size, None), img_size, check=check)
-    names = list(train_ds.classes)
+    train_ds = dataset_from_spec(data, "train", classes=classes, img_size=img_size, transform=make_train_transform(r, img_size, None), check=check)
+    names, shares = list(train_ds.classes), getattr(train_ds, "shares", None)
     if len(train_ds) == 0: raise CogsynthError(f"training data {data!r} is empty: pass a folder with images")
     if len(set(train_ds.targets)) < 2: raise CogsynthError(f"training data {data!r} has {len(set(train_ds.targets))} class: classification needs at least 2")
-    val_ds = None
-    if val_data is not None or data == "digits":
-        if val_data is None: val_ds = DigitsDataset("test", classes, size=img_size, transform=eval_transform(img_size))
-        else: val_ds, _ = make_dataset(val_data, "test", classes, eval_transform(img_size), img_size, class_names=names, check=check)
-        extra = sorted(set(val_ds.classes) - set(names))
-        if extra: raise CogsynthError(f"validation classes {extra[:5]} are not in the training data: evaluate on the training classes")
-        if list(val_ds.classes) != names:   # align label indices with the training classes
-            remap = [names.index(c) for c in val_ds.classes]
-            val_ds = _Relabel(val_ds, remap, names)
+    val_split = "test" if val_data is not None else dataset_defaults(data).get("val_split")
+    if val_split is None: return train_ds, None, names, shares
+    val_ds = dataset_from_spec(data if val_data is None else val_data, val_split, classes=classes, img_size=img_size,
+                               transform=eval_transform(img_size), class_names=names, check=check)
+    extra = sorted(set(val_ds.classes) - set(names))
+    if extra: raise CogsynthError(f"validation classes {extra[:5]} are not in the training data: evaluate on the training classes")
+    if list(val_ds.classes) != names: val_ds = _Relabel(val_ds, [names.index(c) for c in val_ds.classes], names)
     return train_ds, val_ds, names, shares
 
 class _Relabel:
@@ -103,7 +153,204 @@ class _Relabel:
     def __len__(self): return len(self.ds)
     def __getitem__(self, i): x, y = self.ds[i]; return x, self.remap[y]
 
-# %% ../nbs/07_train.ipynb #162ec478
+# %% ../nbs/07_train.ipynb #5aaaa6b2
+def _multicrop_module():
+    import torch.nn as nn
+    class _MultiCrop(nn.Module):
+        "Runs a classifier on a batch, or on a list of crops grouped by resolution, in one forward (DDP-friendly)."
+        def __init__(self, net): super().__init__(); self.net = net
+        def forward(self, crops):
+            import torch
+            if torch.is_tensor(crops): return self.net(crops)
+            out, i = [], 0
+            while i < len(crops):
+                j = i
+                while j < len(crops) and crops[j].shape[-2:] == crops[i].shape[-2:]: j += 1
+                out.append(self.net(torch.cat(crops[i:j]) if j - i > 1 else crops[i]))
+                i = j
+            return torch.cat(out)
+    return _MultiCrop
+
+# %% ../nbs/07_train.ipynb #dc0bd850
+class RunModel(NamedTuple):
+    "The modules of a run."
+    net: object         # encoder + projector + head (what the checkpoint holds)
+    forward: object     # what the loop calls on a list of crops (DDP-wrapped, compiled)
+    ema: object         # timm ModelEmaV3 of `embed_view`, or None
+    embed_view: object  # encoder + projector: the EMA's source
+
+def build_model(model_name:str,           # a timm or cogsynth model name
+                n_classes:int,            # classes of the head
+                r:dict,                   # run settings (head, projector, temperature, memory, EMA)
+                *, device,                # torch.device the model runs on
+                seed:int=0,               # initialization seed (with "init")
+                weights=None,             # a local weights file to start from
+                model_kwargs:dict|None=None, # passed to timm's create_model
+                world_size:int=1,         # DDP ranks (SyncBatchNorm and DDP when > 1)
+                channels_last:bool=False, # channels_last memory format
+                compile:bool=False,       # torch.compile the forward
+               ) -> RunModel:
+    "The classifier of a run, its EMA and its forward."
+    import torch, torch.nn as nn
+    from timm.utils import ModelEmaV3
+    from cogsynth.models import create_encoder, build_classifier
+    seed_everything(derive_seed(seed, "init"))
+    encoder = create_encoder(model_name, weights=weights, num_classes=0, **(model_kwargs or {}))
+    net = build_classifier(encoder, n_classes, r["head"], projector_layers=r["projector_layers"], projector_hidden=r["projector_hidden"],
+                           projector_out=r["projector_out"], temperature=r["temperature"], memory_size=r["memory_size"])
+    if world_size > 1 and device.type == "cuda": net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    net = net.to(device)
+    if channels_last: net = net.to(memory_format=torch.channels_last)
+    embed_view = nn.Sequential(net.encoder, net.projector if net.projector is not None else nn.Identity())
+    ema = ModelEmaV3(embed_view, decay=float(r["ema_momentum"] or 0.0)) if r["head"] == "ocm" or r["ema_momentum"] else None
+    mc = _multicrop_module()(net)
+    fwd = torch.nn.parallel.DistributedDataParallel(mc, device_ids=[device.index] if device.type == "cuda" else None) if world_size > 1 else mc
+    return RunModel(net, torch.compile(fwd) if compile else fwd, ema, embed_view)
+
+# %% ../nbs/07_train.ipynb #f3bb5508
+class EpochPlan(NamedTuple):
+    "How a run walks its data."
+    per_step: int   # images per rank per forward
+    steps: int      # optimizer steps per epoch
+    sampler: object # the `EpochSampler` (seeded, sharded over ranks)
+
+def epoch_plan(train_ds,                  # the training dataset (a `MixedDataset` has `.sizes`)
+               r:dict,                    # run settings (batch_size is the global batch)
+               *, shares=None,            # a mix's shares
+               seed:int=0,                # sampler seed (with "sampler")
+               rank:int=0,                # DDP rank of this process
+               world_size:int=1,          # DDP ranks
+               accum_steps:int=1,         # gradient accumulation steps per optimizer step
+               max_steps:int|None=None,   # cap on optimizer steps per epoch
+              ) -> EpochPlan:
+    "The per-rank batch, the steps of an epoch and the sampler of a run."
+    from cogsynth.data import EpochSampler
+    if accum_steps < 1: raise CogsynthError(f"accum_steps={accum_steps}: use 1 or more")
+    per_step, n = r["batch_size"] // (world_size * accum_steps), len(train_ds)
+    if per_step < 1: raise CogsynthError(f"batch_size={r['batch_size']} is smaller than ranks x accum_steps = {world_size * accum_steps}: raise batch_size")
+    if n < per_step * world_size: raise CogsynthError(f"{n} training images are fewer than one batch (batch_size={r['batch_size']}): lower it")
+    sampler = EpochSampler(getattr(train_ds, "sizes", [n]), shares, seed=derive_seed(seed, "sampler"), rank=rank, world_size=world_size, drop_last=True)
+    steps = len(sampler) // per_step // accum_steps
+    if max_steps: steps = min(steps, int(max_steps))
+    if steps < 1: raise CogsynthError(f"{n} images give no full step of batch_size={r['batch_size']}: lower it")
+    return EpochPlan(per_step, steps, sampler)
+
+# %% ../nbs/07_train.ipynb #9f522028
+def recipe_lr(r:dict, # run settings (lr, batch_size, lr_scale_batch)
+             ) -> float:
+    "The peak learning rate of run settings `r`: `lr`, times `batch_size / 256` with `lr_scale_batch`."
+    return r["lr"] * (r["batch_size"] / 256 if r["lr_scale_batch"] else 1.0)
+
+def build_optimizer(net,    # the module to train (or an iterable of (name, parameter))
+                    r:dict, # run settings: optimizer, lr, momentum, weight_decay, no_decay_1d
+                   ):
+    "SGD (momentum) or AdamW at `recipe_lr(r)`, in a decay and a no-decay parameter group."
+    import torch
+    decay, no_decay = [], []
+    for n, p in (net.named_parameters() if hasattr(net, "named_parameters") else net):
+        if p.requires_grad: (no_decay if r["no_decay_1d"] and p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": r["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    lr = recipe_lr(r)
+    return torch.optim.SGD(groups, lr=lr, momentum=r["momentum"]) if r["optimizer"] == "sgd" else torch.optim.AdamW(groups, lr=lr)
+
+def build_scheduler(opt,                  # the optimizer
+                    r:dict,               # run settings: schedule, warmup_epochs or warmup_frac, min_lr, step_size, step_gamma
+                    *, total_steps:int,   # optimizer steps of the whole run
+                    steps_per_epoch:int,  # optimizer steps per epoch
+                   ):
+    "A `LambdaLR` of `lr_factor`: warmup, then the recipe's schedule."
+    import torch
+    warm = int(r["warmup_epochs"] * steps_per_epoch) or int(round(r["warmup_frac"] * total_steps))
+    lr = recipe_lr(r)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, warm, lr, min_lr=r["min_lr"], schedule=r["schedule"],
+                                                                      steps_per_epoch=steps_per_epoch, step_size=r["step_size"], step_gamma=r["step_gamma"]))
+
+# %% ../nbs/07_train.ipynb #7d1bc692
+_RESUME_FIXED = ("data", "class_split", "val_data", "seed", "accum_steps", "max_steps_per_epoch", "precision", "weights", "model_kwargs")
+_SHAPE_SETTINGS = ("head", "projector_layers", "projector_hidden", "projector_out", "memory_size")
+
+def load_checkpoint(path, # a `last.pt` written by `train`
+                   ) -> dict:
+    "The training state in `path`; a truncated or corrupt file is an error naming it and the fix."
+    import torch
+    try: ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CogsynthError(f"checkpoint {str(path)!r} is unreadable ({type(e).__name__}: {str(e)[:120]}): it is truncated or corrupt. "
+                            f"Put back a good copy, or move it away (e.g. to {Path(path).name}.bad) to train this out_dir from scratch") from None
+    missing = [k for k in ("config", "model", "optimizer", "scheduler", "epoch", "metrics", "rng") if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing: raise CogsynthError(f"checkpoint {str(path)!r} lacks {missing}: it was not written by cogsynth.train; use a new out_dir")
+    return ckpt
+
+def resume_changes(saved:dict, # the config stored in the checkpoint
+                   config:dict, # the config of this call
+                  ) -> dict:
+    "`{setting: (saved value, new value)}` for every setting of `config` that differs from `saved`, except epochs."
+    known = [k for k in _RESUME_FIXED if k in saved]   # a checkpoint of an older version may lack some
+    a, b = dict(saved["hparams"], **{k: saved[k] for k in known}), dict(config["hparams"], **{k: config.get(k) for k in known})
+    norm = lambda v: list(v) if isinstance(v, tuple) else v
+    return {k: (a.get(k), b[k]) for k in b if k != "epochs" and norm(a.get(k)) != norm(b[k])}
+
+# %% ../nbs/07_train.ipynb #f5b5470b
+def _describe(changes:dict) -> str:
+    return ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+
+def _check_same_model(ckpt_path, saved:dict, model:str, recipe:str):
+    if saved["model"] != model or saved["recipe"] != recipe:
+        raise CogsynthError(f"checkpoint {str(ckpt_path)!r} is from model {saved['model']!r} / recipe {saved['recipe']!r}, not {model!r} / "
+                            f"{recipe!r}: resume with model={saved['model']!r} recipe={saved['recipe']!r}, or use a new out_dir")
+
+def check_resume(ckpt_path,     # the checkpoint's path (for the messages)
+                 saved:dict,    # the config stored in it
+                 config:dict,   # the config of this call
+                 *, accept_changes:bool=False, # accept changed settings (except those that shape the model)
+                ) -> dict:
+    "The accepted changes of resuming `saved` with `config`; raises when the run differs or changes were not accepted."
+    _check_same_model(ckpt_path, saved, config["model"], config["recipe"])
+    if saved["classes"] != config["classes"]:
+        raise CogsynthError(f"checkpoint {str(ckpt_path)!r} was trained on classes {saved['classes'][:5]}..., not {config['classes'][:5]}...: use the same data or a new out_dir")
+    changes = resume_changes(saved, config)
+    fixed = [k for k in changes if k in _SHAPE_SETTINGS]
+    if fixed: raise CogsynthError(f"resuming {str(ckpt_path)!r} with {_describe({k: changes[k] for k in fixed})}: these shape the model and "
+                                  "cannot change on a resume; use a new out_dir")
+    if changes and not accept_changes:
+        raise CogsynthError(f"resuming {str(ckpt_path)!r} with changed settings: {_describe(changes)}. Only epochs may change on a resume: "
+                            "pass the run's settings again, or accept_changes=True to continue with the new ones (config.json records them), or use a new out_dir")
+    return changes
+
+# %% ../nbs/07_train.ipynb #30518f14
+def restore(ckpt:dict,         # from `load_checkpoint`
+            model:RunModel,    # from `build_model`
+            opt,               # this run's optimizer
+            sched,             # this run's LR scheduler
+            scaler,            # this run's gradient scaler
+            r:dict,            # this run's settings
+            *, changes:dict|None=None, # accepted changes (`check_resume`): the new lr, decay and momentum take over
+           ) -> tuple[list[dict], int]:
+    "Load the training state of `ckpt` into this run; returns `(metrics so far, epoch to start at)`."
+    changes = changes or {}
+    model.net.load_state_dict(ckpt["model"])
+    if "optimizer" in changes or "no_decay_1d" in changes:
+        get_logger("train").warning("optimizer or its parameter groups changed: its state (momenta) starts afresh")
+    else: opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["scheduler"]); scaler.load_state_dict(ckpt["scaler"])
+    if changes: _apply_settings(opt, sched, r)
+    if model.ema is not None:
+        if ckpt.get("ema"): model.ema.load_state_dict(ckpt["ema"])
+        else: model.ema.module.load_state_dict(model.embed_view.state_dict())
+        model.ema.decay = float(r["ema_momentum"] or 0.0)
+    _set_rng_state(ckpt["rng"])
+    return list(ckpt["metrics"]), int(ckpt["epoch"])
+
+def _apply_settings(opt, sched, r):
+    "Give the restored optimizer and schedule the settings of `r` (peak lr, weight decay, momentum)."
+    lr = recipe_lr(r)
+    for i, g in enumerate(opt.param_groups):
+        g["initial_lr"] = lr; g["weight_decay"] = r["weight_decay"] if i == 0 else 0.0
+        if "momentum" in g: g["momentum"] = r["momentum"]
+    sched.base_lrs = [lr] * len(opt.param_groups)
+    for g, f in zip(opt.param_groups, [fn(sched.last_epoch) for fn in sched.lr_lambdas]): g["lr"] = lr * f
+
+# %% ../nbs/07_train.ipynb #e200b173
 class _SeededSamples:
     "Wraps a sampler: yields `(index, seed)`, the seed fixed by (run seed, epoch, rank, position in the epoch)."
     def __init__(self, sampler, seed:int, rank:int=0): self.sampler, self.seed, self.rank, self.epoch = sampler, seed, rank, 0
@@ -127,56 +374,24 @@ class _SeededDataset:
         finally:
             if saved: torch.set_rng_state(saved[0]); random.setstate(saved[1]); np.random.set_state(saved[2])
 
-def _train_loader(ds, sampler, batch_size:int, workers:int=0, seed:int=0, rank:int=0, pin_memory:bool=False):
+def train_loader(ds,                 # the training dataset
+                 sampler,            # an `EpochSampler`
+                 batch_size:int,     # images per rank per batch
+                 workers:int=0,      # loader worker processes
+                 *, seed:int=0,      # run seed (augmentation seeds derive from it)
+                 rank:int=0,         # DDP rank
+                 pin_memory:bool=False): # pin batches (CUDA)
     "The training loader of `train`: batches of `ds` in `sampler`'s order, each item augmented under its own seed; `loader.sampler.set_epoch(e)` starts epoch `e`."
     import torch
     seeded = _SeededSamples(sampler, derive_seed(seed, "augment"), rank)
     return torch.utils.data.DataLoader(_SeededDataset(ds), batch_size=batch_size, sampler=seeded, num_workers=workers,
                                        drop_last=True, pin_memory=pin_memory, persistent_workers=workers > 0,
                                        prefetch_factor=4 if workers else None)
+def _train_loader(ds, sampler, batch_size, workers=0, seed=0, rank=0, pin_memory=False):
+    "The old private name and positional signature of `train_loader` (benchmarks/train_speed.py)."
+    return train_loader(ds, sampler, batch_size, workers=workers, seed=seed, rank=rank, pin_memory=pin_memory)
 
-
-def _multicrop_module():
-    import torch.nn as nn
-    class _MultiCrop(nn.Module):
-        "Runs a classifier on a list of crops, grouped by resolution, in one forward (DDP-friendly)."
-        def __init__(self, net): super().__init__(); self.net = net
-        def forward(self, crops):
-            import torch
-            out, i = [], 0
-            while i < len(crops):
-                j = i
-                while j < len(crops) and crops[j].shape[-2:] == crops[i].shape[-2:]: j += 1
-                out.append(self.net(torch.cat(crops[i:j]) if j - i > 1 else crops[i]))
-                i = j
-            return torch.cat(out)
-    return _MultiCrop
-
-def _dist_info():
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-def _setup_distributed(device):
-    "Initialize torch.distributed from torchrun's environment (gloo on CPU, nccl on CUDA)."
-    import torch, torch.distributed as dist
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized(): return _dist_info() + (False,)
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if device.type == "cuda": torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend)
-    return dist.get_rank(), dist.get_world_size(), True
-
-def _amp_dtype(amp, device):
-    import torch
-    if amp in (False, None, "none", "fp32", "no"): return None
-    if device.type != "cuda":
-        if amp in ("auto", True): return None
-        if amp == "bf16": return torch.bfloat16
-        raise CogsynthError(f"amp={amp!r} on {device.type}: fp16 autocast needs a GPU; use amp='none' or 'bf16'")
-    if amp in ("auto", True): return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if amp in ("bf16", "fp16"): return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    raise CogsynthError(f"unknown amp={amp!r}: use 'auto', 'bf16', 'fp16' or 'none'")
-
+# %% ../nbs/07_train.ipynb #72c71d95
 def _rng_state() -> dict:
     import torch
     st = np.random.get_state()
@@ -192,7 +407,34 @@ def _set_rng_state(s:dict):
     torch.set_rng_state(s["torch"])
     if "cuda" in s and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
 
-def evaluate(model, loader, device, amp_dtype=None, channels_last:bool=False) -> float:
+def _start_distributed(device):
+    "(device of this rank, DistInfo, whether this call initialized the process group)."
+    import torch, torch.distributed as dist
+    dev = get_device(device)
+    was = dist.is_available() and dist.is_initialized()
+    info = init_distributed(dev)
+    if dev.type == "cuda" and info.world_size > 1: dev = torch.device("cuda", torch.cuda.current_device())
+    return dev, info, info.world_size > 1 and not was
+
+def _end_distributed(we_init:bool):
+    import torch.distributed as dist
+    barrier()
+    if we_init: dist.destroy_process_group()
+
+def _amp_dtype(precision:str, device):
+    "The autocast dtype of `precision` on `device` (None: fp32); 'auto' is bf16 on GPUs that have it, else fp16, and fp32 on CPUs."
+    p = check_precision(precision)
+    if p == "auto": p = resolve_auto_precision(device, cuda_fp16=True)
+    if p == "fp16" and device.type != "cuda": raise CogsynthError(f"precision={precision!r} on {device.type}: fp16 autocast needs a GPU; use precision='fp32' or 'bf16'")
+    return None if p == "fp32" else precision_dtype(p)
+
+# %% ../nbs/07_train.ipynb #84728471
+def evaluate(model,              # a classifier (logits)
+             loader,             # batches of (normalized images, labels)
+             device,             # torch.device
+             amp_dtype=None,     # autocast dtype, None for fp32
+             channels_last:bool=False, # channels_last input
+            ) -> float:
     "Top-1 accuracy (%) of `model` on `loader`, summed over DDP ranks."
     import torch, torch.distributed as dist
     model.eval(); correct = total = 0
@@ -201,188 +443,231 @@ def evaluate(model, loader, device, amp_dtype=None, channels_last:bool=False) ->
             x = x.to(device, non_blocking=True)
             if channels_last: x = x.contiguous(memory_format=torch.channels_last)
             correct += (model(x).argmax(1).cpu() == y).sum().item(); total += len(y)
-    if _dist_info()[1] > 1:
+    if dist_info().world_size > 1:
         t = torch.tensor([correct, total], dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
         dist.all_reduce(t); correct, total = t.tolist()
     return 100.0 * correct / max(1, total)
 
-# %% ../nbs/07_train.ipynb #17ab1b35
-def _resolve(data, model, recipe, epochs, classes, img_size, overrides):
-    r = get_recipe(recipe, **overrides)
-    if epochs is not None: r["epochs"] = int(epochs)
-    if r["epochs"] < 1: raise CogsynthError(f"epochs={r['epochs']}: train for at least 1 epoch")
-    if data == "digits" and "flip" not in overrides: r["flip"] = 0.0
-    if img_size is None: img_size = 16 if data == "digits" else r["img_size"]
-    r["img_size"] = int(img_size)
-    from cogsynth.models import check_model_name   # importing cogsynth.models registers the small CNNs with timm
-    if model is None: model = "cnn_small" if data == "digits" else "resnet50"
-    return r, check_model_name(model)
+# %% ../nbs/07_train.ipynb #1552bddf
+def _ocm_update(ema, head, crop, y, autocast, world_size):
+    "Push the EMA embeddings of the first global crop (gathered over ranks) into the OCM memory."
+    import torch, torch.distributed as dist
+    with torch.no_grad(), autocast:
+        z, yy = ema.module(crop).float(), y
+        if world_size > 1:
+            zs, ys = [torch.empty_like(z) for _ in range(world_size)], [torch.empty_like(y) for _ in range(world_size)]
+            dist.all_gather(zs, z); dist.all_gather(ys, y); z, yy = torch.cat(zs), torch.cat(ys)
+        head.enqueue(z, yy)
 
-def train(data="digits", model:str|None=None, recipe:str="torch", epochs:int|None=None, out_dir=None,
-          classes="all", val_data=None, img_size:int|None=None, weights:str|None=None, device="auto",
-          amp="auto", accum_steps:int=1, workers:int=0, seed:int=0, resume:bool=False, stop_after:int|None=None,
-          channels_last:bool|None=None, steps_per_epoch:int|None=None, compile:bool=False, check_images:bool=True,
-          model_kwargs:dict|None=None, **overrides) -> list[dict]:
-    "Train `model` on `data` with `recipe` (any recipe setting overridable by keyword); returns per-epoch metrics."
-    import torch, torch.nn as nn, torch.nn.functional as F, torch.distributed as dist
-    from timm.utils import ModelEmaV3
-    from cogsynth.data import EpochSampler
-    from cogsynth.models import create_encoder, build_classifier, save_encoder
+def _optimizer_step(opt, sched, scaler, params, clip_grad):
+    import torch
+    if clip_grad:
+        if scaler is not None: scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    if scaler is not None: scaler.step(opt); scaler.update()
+    else: opt.step()
+    opt.zero_grad(set_to_none=True)
+    if sched is not None: sched.step()
+
+# %% ../nbs/07_train.ipynb #313eddcb
+def train_one_epoch(model,                # forward module: logits of a batch, or of a list of crops (`RunModel.forward`)
+                    loader,               # batches of (images or list of crops, labels)
+                    opt,                  # optimizer
+                    sched=None,           # LR scheduler, stepped per optimizer step
+                    *, device,            # torch.device
+                    steps:int|None=None,  # optimizer steps in this epoch (None: the whole loader)
+                    scaler=None,          # torch.amp.GradScaler (fp16); None: plain backward
+                    accum_steps:int=1,    # micro-batches per optimizer step
+                    amp_dtype=None,       # autocast dtype, None for fp32
+                    channels_last:bool=False, # channels_last input
+                    prepare=normalize_batch, # batch of images on the device -> model input
+                    label_smoothing:float=0.0, # cross-entropy label smoothing
+                    clip_grad:float|None=None, # max gradient norm
+                    ema=None,             # timm ModelEmaV3 updated after each optimizer step
+                    ema_source=None,      # the module the EMA follows (`RunModel.embed_view`)
+                    ocm_head=None,        # an OCM head fed from `ema` on the first crop
+                    world_size:int=1,     # DDP ranks (sum the statistics, gather the OCM memory)
+                    desc:str="epoch",     # progress bar label
+                    show:bool=True,       # show a progress bar (when not quiet)
+                   ) -> dict:
+    "Train `model` for one epoch; returns `loss`, `correct` and `images` summed over ranks, `wait_s`, `time_s` and `steps`."
+    import torch, torch.nn.functional as F, torch.distributed as dist
+    loss_sum = torch.zeros((), device=device); correct = torch.zeros((), device=device); seen = 0
+    wait = 0.0; t0 = tick = time.perf_counter(); micro = n_steps = 0
+    params = [p for g in opt.param_groups for p in g["params"]]
+    total = steps * accum_steps if steps else len(loader)
+    for x, y in progress(loader, total=total, desc=desc, disable=is_quiet() or not show, leave=False):
+        wait += time.perf_counter() - tick
+        crops = [prepare(c.to(device, non_blocking=True)) for c in (x if isinstance(x, (list, tuple)) else [x])]
+        if channels_last: crops = [c.contiguous(memory_format=torch.channels_last) for c in crops]
+        y = y.to(device, non_blocking=True)
+        autocast = torch.autocast(device.type, amp_dtype) if amp_dtype else nullcontext()
+        if ocm_head is not None: _ocm_update(ema, ocm_head, crops[0], y, autocast, world_size)
+        no_sync = world_size > 1 and (micro + 1) % accum_steps != 0
+        with model.no_sync() if no_sync else nullcontext():
+            with torch.autocast(device.type, amp_dtype) if amp_dtype else nullcontext():
+                logits = model(crops if len(crops) > 1 else crops[0])
+                loss = F.cross_entropy(logits.float(), y.repeat(len(crops)), label_smoothing=label_smoothing)
+            (scaler.scale(loss / accum_steps) if scaler is not None else loss / accum_steps).backward()
+        loss_sum += loss.detach() * len(y); correct += (logits[:len(y)].argmax(1) == y).sum(); seen += len(y)
+        micro += 1
+        if micro % accum_steps == 0:
+            _optimizer_step(opt, sched, scaler, params, clip_grad)
+            n_steps += 1
+            if ema is not None: ema.update(ema_source)
+            if steps and n_steps >= steps: break
+        tick = time.perf_counter()
+    if device.type == "cuda": torch.cuda.synchronize()
+    stats = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=device)])
+    if world_size > 1: dist.all_reduce(stats)
+    return {"loss": stats[0].item(), "correct": stats[1].item(), "images": stats[2].item(), "wait_s": wait,
+            "time_s": time.perf_counter() - t0, "steps": n_steps}
+
+# %% ../nbs/07_train.ipynb #b832e512
+def save_checkpoint(out_dir,       # the run folder
+                    state:dict,    # the training state (see `train`)
+                    metrics:list[dict], # the metrics of every epoch so far
+                   ) -> Path:
+    "Write `out_dir/last.pt` and `out_dir/metrics.jsonl` atomically; returns the checkpoint's path."
+    import torch
+    out = Path(out_dir)
+    with atomic_write(out/"last.pt", "wb") as f: torch.save(state, f)
+    with atomic_write(out/"metrics.jsonl") as f: f.writelines(json.dumps(x) + "\n" for x in metrics)
+    return out/"last.pt"
+
+# %% ../nbs/07_train.ipynb #069ea076
+def _run_config(data, r, model_name, recipe, *, names, classes, val_data, seed, accum_steps, world, plan, max_steps,
+                precision, amp_dtype, channels_last, weights, model_kwargs, shares) -> dict:
+    return dict(data=str(data), classes=names, class_split=classes if isinstance(classes, str) else list(classes),
+                val_data=None if val_data is None else str(val_data), model=model_name, recipe=recipe, seed=seed,
+                accum_steps=accum_steps, world_size=world, per_step_batch=plan.per_step, lr=recipe_lr(r), steps_per_epoch=plan.steps,
+                max_steps_per_epoch=max_steps, precision=precision, amp=str(amp_dtype), channels_last=channels_last,
+                weights=None if weights is None else str(weights), model_kwargs=model_kwargs or {}, shares=shares, hparams=r)
+
+def _checkpoint_to_resume(path:Path, resume:bool):
+    if not path.exists():
+        if resume: get_logger("train").info(f"no checkpoint in {path.parent}: starting from scratch")
+        return None
+    if not resume: raise CogsynthError(f"{str(path)!r} already exists: pass resume=True to continue it, or a new out_dir")
+    return load_checkpoint(path)
+
+def _legacy_amp(amp, precision):
+    if amp is None: return precision
+    warnings.warn("train(amp=...) is deprecated: use precision='auto'|'fp32'|'bf16'|'fp16'", DeprecationWarning, stacklevel=3)
+    return {False: "fp32", "none": "fp32", "no": "fp32", True: "auto"}.get(amp, amp)
+
+# %% ../nbs/07_train.ipynb #7344d999
+def train(data="digits",            # a dataset spec ('digits', 'digits:0,1,2', a folder, 'dirA,dirB:0.5', 'imagenet-cog:L1') or a dataset
+          model:str|None=None,       # timm model name; None: the dataset's default (digits: cnn_small), else resnet50
+          recipe:str="torch",        # a registered recipe (`RECIPES`)
+          *, epochs:int|None=None,   # None: the dataset's default, else the recipe's
+          out_dir=None,              # run folder (required): metrics.jsonl, last.pt, encoder.pt, config.json, curves.png
+          classes="all",             # classes of a registered dataset given without argument ('seen', '0,1,2')
+          val_data=None,             # a validation spec; None: the training spec's test split when it has one
+          img_size:int|None=None,    # None: the dataset's default, else the recipe's (224)
+          weights:str|None=None,     # a local weights file to start from (required by 'finetune')
+          device="auto",             # 'auto', 'cpu', 'cuda', 'cuda:1'
+          precision:str="auto",      # 'auto' (bf16 on GPUs that have it, else fp16; fp32 on CPU), 'fp32', 'bf16' or 'fp16'
+          accum_steps:int=1,         # micro-batches per optimizer step (batch_size stays the effective batch)
+          workers:int=0,             # loader worker processes
+          seed:int=0,                # seeds initialization, sampling and every augmentation
+          resume:bool=False,         # continue out_dir/last.pt (same settings; see accept_changes)
+          accept_changes:bool=False, # resume even though settings other than epochs changed, and record them
+          stop_after:int|None=None,  # stop after this many epochs (a resumable partial run)
+          channels_last:bool|None=None, # None: on CUDA
+          steps_per_epoch:int|None=None, # cap on optimizer steps per epoch (smoke runs)
+          compile:bool=False,        # torch.compile the forward
+          check_images:bool=True,    # check every image header before training
+          model_kwargs:dict|None=None, # passed to timm's create_model
+          amp=None,                  # deprecated: use precision
+          **overrides, # any recipe setting (lr=0.2, batch_size=64, schedule='cosine', ...)
+         ) -> list[dict]:
+    "Train `model` on `data` with `recipe`; returns the per-epoch metrics."
+    import torch
     log = get_logger("train")
-    r, model_name = _resolve(data, model, recipe, epochs, classes, img_size, overrides)
-    if accum_steps < 1: raise CogsynthError(f"accum_steps={accum_steps}: use 1 or more")
+    r, model_name = resolve_settings(data, model, recipe, epochs=epochs, img_size=img_size, overrides=overrides)   # 0. settings
+    precision = check_precision(_legacy_amp(amp, precision))
     if r["weights_required"] and not weights: raise CogsynthError(f"recipe {recipe!r} fine-tunes pretrained weights: pass weights='path/to/encoder.pt' (a local file)")
     if out_dir is None: raise CogsynthError("out_dir is required: pass the folder for metrics.jsonl, last.pt and encoder.pt")
-    dev = get_device(device)
-    rank, world, we_init = _setup_distributed(dev)
-    if dev.type == "cuda" and world > 1: dev = torch.device("cuda", torch.cuda.current_device())
-    out = Path(out_dir).expanduser()
-    if rank == 0: ensure_dir(out, "training output folder")
-    ckpt_path, img = out/"last.pt", r["img_size"]
-    ckpt = None
-    if ckpt_path.exists():
-        if not resume: raise CogsynthError(f"{str(ckpt_path)!r} already exists: pass resume=True (--resume) to continue it, or a new out_dir")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        c = ckpt["config"]
-        if c["model"] != model_name or c["recipe"] != recipe:
-            raise CogsynthError(f"checkpoint {str(ckpt_path)!r} is from model {c['model']!r} / recipe {c['recipe']!r}, not {model_name!r} / {recipe!r}: "
-                                f"pass --model {c['model']} --recipe {c['recipe']} or a new out_dir")
-    elif resume: log.info(f"no checkpoint in {out}: starting from scratch")
-    train_ds, val_ds, class_names, shares = build_data(data, classes, val_data, r, img, check=check_images)
-    if ckpt is not None and ckpt["config"]["classes"] != class_names:
-        raise CogsynthError(f"checkpoint {str(ckpt_path)!r} was trained on classes {ckpt['config']['classes'][:5]}..., not {class_names[:5]}...: use the same data or a new out_dir")
-    per_step = r["batch_size"] // (world * accum_steps)
-    if per_step < 1: raise CogsynthError(f"batch_size={r['batch_size']} is smaller than ranks x accum_steps = {world * accum_steps}: raise batch_size")
-    n_train = len(train_ds)
-    if n_train < per_step * world: raise CogsynthError(f"{n_train} training images are fewer than one batch ({per_step * world}): lower batch_size")
-    amp_dtype = _amp_dtype(amp, dev)
-    cl = (dev.type == "cuda") if channels_last is None else channels_last
-
-    # model, heads, EMA
-    seed_everything(derive_seed(seed, "init"))
-    encoder = create_encoder(model_name, weights=weights, num_classes=0, **(model_kwargs or {}))
-    net = build_classifier(encoder, len(class_names), r["head"], r["projector_layers"], r["projector_hidden"],
-                           r["projector_out"], r["temperature"], r["memory_size"])
-    if world > 1 and dev.type == "cuda": net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-    net = net.to(dev)
-    if cl: net = net.to(memory_format=torch.channels_last)
-    embed_view = nn.Sequential(net.encoder, net.projector if net.projector is not None else nn.Identity())
-    use_ema = r["head"] == "ocm" or bool(r["ema_momentum"])
-    ema = ModelEmaV3(embed_view, decay=float(r["ema_momentum"] or 0.0)) if use_ema else None
-    mc = _multicrop_module()(net)
-    fwd = torch.nn.parallel.DistributedDataParallel(mc, device_ids=[dev.index] if dev.type == "cuda" else None) if world > 1 else mc
-    if compile: fwd = torch.compile(fwd)
-
-    # optimizer and schedule
-    decay, no_decay = [], []
-    for n, p in net.named_parameters():
-        if p.requires_grad: (no_decay if r["no_decay_1d"] and p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": r["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
-    lr = r["lr"] * (r["batch_size"] / 256 if r["lr_scale_batch"] else 1.0)
-    opt = (torch.optim.SGD(groups, lr=lr, momentum=r["momentum"]) if r["optimizer"] == "sgd" else torch.optim.AdamW(groups, lr=lr))
-    sampler = EpochSampler(getattr(train_ds, "sizes", [n_train]), shares, seed=derive_seed(seed, "sampler"), rank=rank, world_size=world, drop_last=True)
-    spe = len(sampler) // per_step // accum_steps
-    if steps_per_epoch: spe = min(spe, int(steps_per_epoch))
-    if spe < 1: raise CogsynthError(f"{n_train} images give no full step of {per_step * world * accum_steps}: lower batch_size")
-    total = spe * r["epochs"]
-    warm = int(r["warmup_epochs"] * spe) or int(round(r["warmup_frac"] * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm, lr, r["min_lr"], r["schedule"], spe, r["step_size"], r["step_gamma"]))
+    dev, info, we_init = _start_distributed(device)
+    rank, world, out = info.rank, info.world_size, Path(out_dir).expanduser()
+    if rank == 0: ensure_dir(out, "training output folder"); clean_stale_temps(out)   # partial files of a killed earlier run
+    ckpt = _checkpoint_to_resume(out/"last.pt", resume)
+    if ckpt is not None: _check_same_model(out/"last.pt", ckpt["config"], model_name, recipe)
+    train_ds, val_ds, names, shares = build_data(data, classes=classes, val_data=val_data, r=r, img_size=r["img_size"], check=check_images)  # 1. data
+    plan = epoch_plan(train_ds, r, shares=shares, seed=seed, rank=rank, world_size=world, accum_steps=accum_steps, max_steps=steps_per_epoch)
+    amp_dtype, cl = _amp_dtype(precision, dev), (dev.type == "cuda") if channels_last is None else channels_last
+    config = _run_config(data, r, model_name, recipe, names=names, classes=classes, val_data=val_data, seed=seed, accum_steps=accum_steps,
+                         world=world, plan=plan, max_steps=steps_per_epoch, precision=precision, amp_dtype=amp_dtype, channels_last=cl,
+                         weights=weights, model_kwargs=model_kwargs, shares=shares)
+    changes = check_resume(out/"last.pt", ckpt["config"], config, accept_changes=accept_changes) if ckpt is not None else {}
+    m = build_model(model_name, len(names), r, device=dev, seed=seed, weights=weights, model_kwargs=model_kwargs,   # 2. model
+                    world_size=world, channels_last=cl, compile=compile)
+    opt = build_optimizer(m.net, r)                                                                                 # 3. optimizer and schedule
+    sched = build_scheduler(opt, r, total_steps=plan.steps * r["epochs"], steps_per_epoch=plan.steps)
     scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
-    metrics, start = [], 0
+    metrics, start = restore(ckpt, m, opt, sched, scaler, r, changes=changes) if ckpt is not None else ([], 0)    # 4. restore
     if ckpt is not None:
-        net.load_state_dict(ckpt["model"]); opt.load_state_dict(ckpt["optimizer"]); sched.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        if ema is not None and ckpt.get("ema"): ema.load_state_dict(ckpt["ema"])
-        metrics, start = list(ckpt["metrics"]), int(ckpt["epoch"])
-        _set_rng_state(ckpt["rng"])
-        if rank == 0: log.info(f"resuming {out} at epoch {start}/{r['epochs']}")
-    config = dict(data=str(data), classes=class_names, class_split=classes if isinstance(classes, str) else list(classes),
-                  val_data=None if val_data is None else str(val_data), model=model_name, recipe=recipe, seed=seed,
-                  accum_steps=accum_steps, world_size=world, per_step_batch=per_step, lr=lr, steps_per_epoch=spe,
-                  amp=str(amp_dtype), channels_last=cl, weights=None if weights is None else str(weights),
-                  model_kwargs=model_kwargs or {}, shares=shares, hparams=r)
+        config["resumed"] = ckpt["config"].get("resumed", []) + ([{"at_epoch": start, "changed": changes}] if changes else [])
+        if rank == 0: log.info(f"resuming {out} at epoch {start}/{r['epochs']}" + (f" with {_describe(changes)}" if changes else ""))
     if rank == 0: write_json(out/"config.json", dict(config, environment=environment_info()))
-
-    val_loader = None
-    if val_ds is not None:
-        vs = EpochSampler([len(val_ds)], shuffle=False, rank=rank, world_size=world)
-        val_loader = torch.utils.data.DataLoader(val_ds, batch_size=max(64, per_step), sampler=list(vs), num_workers=workers,
-                                                 pin_memory=dev.type == "cuda", persistent_workers=False)
+    val_loader = _val_loader(val_ds, plan, workers, rank, world, dev)
+    loader = train_loader(train_ds, plan.sampler, plan.per_step, workers=workers, seed=seed, rank=rank, pin_memory=dev.type == "cuda")
     last = min(r["epochs"], stop_after) if stop_after else r["epochs"]
-    # one loader for the whole run: its workers start once, and every sample's augmentation is seeded by
-    # (seed, epoch, rank, position), so results depend neither on `workers` nor on where a run was resumed
-    loader = _train_loader(train_ds, sampler, per_step, workers, seed, rank, pin_memory=dev.type == "cuda")
-    for epoch in range(start, last):
+    for epoch in range(start, last):                                                                                # 5. one epoch
         seed_everything(derive_seed(seed, "epoch", epoch, rank))
-        loader.sampler.set_epoch(epoch)
-        fwd.train(); net.train()
-        loss_sum = torch.zeros((), device=dev); correct = torch.zeros((), device=dev); seen = 0
-        wait = 0.0; t0 = tick = time.perf_counter(); micro = 0; steps = 0
-        bar = progress(loader, total=spe * accum_steps, desc=f"epoch {epoch + 1}/{r['epochs']}", disable=is_quiet() or rank != 0, leave=False)
-        for x, y in bar:
-            wait += time.perf_counter() - tick
-            crops = x if isinstance(x, (list, tuple)) else [x]
-            crops = [normalize_batch(c.to(dev, non_blocking=True)) for c in crops]
-            if cl: crops = [c.contiguous(memory_format=torch.channels_last) for c in crops]
-            y = y.to(dev, non_blocking=True)
-            autocast = torch.autocast(dev.type, amp_dtype) if amp_dtype else nullcontext()
-            if ema is not None and r["head"] == "ocm":
-                with torch.no_grad(), autocast:
-                    z, yy = ema.module(crops[0]).float(), y
-                    if world > 1:
-                        zs, ys = [torch.empty_like(z) for _ in range(world)], [torch.empty_like(y) for _ in range(world)]
-                        dist.all_gather(zs, z); dist.all_gather(ys, y); z, yy = torch.cat(zs), torch.cat(ys)
-                    net.head.enqueue(z, yy)
-            no_sync = world > 1 and (micro + 1) % accum_steps != 0
-            with fwd.no_sync() if no_sync else nullcontext():
-                with torch.autocast(dev.type, amp_dtype) if amp_dtype else nullcontext():
-                    logits = fwd(crops)
-                    loss = F.cross_entropy(logits.float(), y.repeat(len(crops)), label_smoothing=r["label_smoothing"])
-                scaler.scale(loss / accum_steps).backward()
-            loss_sum += loss.detach() * len(y); correct += (logits[:len(y)].argmax(1) == y).sum(); seen += len(y)
-            micro += 1
-            if micro % accum_steps == 0:
-                if r["clip_grad"]:
-                    scaler.unscale_(opt); torch.nn.utils.clip_grad_norm_(net.parameters(), r["clip_grad"])
-                scaler.step(opt); scaler.update(); opt.zero_grad(set_to_none=True); sched.step(); steps += 1
-                if ema is not None: ema.update(embed_view)
-                if steps >= spe: break
-            tick = time.perf_counter()
-        if dev.type == "cuda": torch.cuda.synchronize()
-        elapsed = time.perf_counter() - t0
-        stats = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=dev)])
-        if world > 1: dist.all_reduce(stats)
-        val = evaluate(net, val_loader, dev, amp_dtype, cl) if val_loader is not None else None
-        m = {"epoch": epoch + 1, "loss": stats[0].item() / stats[2].item(), "lr": opt.param_groups[0]["lr"],
-             "val_top1": val, "train_top1": 100.0 * stats[1].item() / stats[2].item(),
-             "images_per_s": stats[2].item() / elapsed, "data_wait_frac": wait / elapsed, "time_s": elapsed,
-             "step": int(sched.last_epoch)}
-        metrics.append(m)
-        if rank == 0:
-            state = {"config": config, "model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-                     "epoch": epoch + 1, "metrics": metrics, "rng": _rng_state()}
-            with atomic_write(ckpt_path, "wb") as f: torch.save(state, f)
-            with atomic_write(out/"metrics.jsonl") as f: f.writelines(json.dumps(x) + "\n" for x in metrics)
-            log.info(f"epoch {epoch + 1}/{r['epochs']} loss {m['loss']:.4f} val_top1 {val if val is None else round(val, 2)} {m['images_per_s']:.0f} img/s")
-    if rank == 0 and last == r["epochs"]:
-        save_encoder(out/"encoder.pt", net.encoder, model_name, in_chans=3, img_size=img, classes=class_names,
-                     model_kwargs=model_kwargs or {}, recipe=recipe, data=str(data), epochs=r["epochs"],
-                     val_top1=metrics[-1]["val_top1"] if metrics else None, seed=seed)
-        try: plot_metrics(metrics, out/"curves.png")
-        except Exception as e: log.warning(f"could not plot curves: {e}")
-    if world > 1: dist.barrier()
-    if we_init: dist.destroy_process_group()
+        loader.sampler.set_epoch(epoch); m.forward.train(); m.net.train()
+        st = train_one_epoch(m.forward, loader, opt, sched, device=dev, steps=plan.steps, scaler=scaler, accum_steps=accum_steps,
+                             amp_dtype=amp_dtype, channels_last=cl, label_smoothing=r["label_smoothing"], clip_grad=r["clip_grad"],
+                             ema=m.ema, ema_source=m.embed_view, ocm_head=m.net.head if r["head"] == "ocm" else None, world_size=world,
+                             desc=f"epoch {epoch + 1}/{r['epochs']}", show=rank == 0)
+        val = evaluate(m.net, val_loader, dev, amp_dtype, cl) if val_loader is not None else None
+        metrics.append(_epoch_metrics(epoch, st, val, opt, sched))
+        if rank == 0:                                                                                               # 6. checkpoint
+            save_checkpoint(out, {"config": config, "model": m.net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                  "scaler": scaler.state_dict(), "ema": m.ema.state_dict() if m.ema is not None else None,
+                                  "epoch": epoch + 1, "metrics": metrics, "rng": _rng_state()}, metrics)
+            log.info(f"epoch {epoch + 1}/{r['epochs']} loss {metrics[-1]['loss']:.4f} val_top1 {val if val is None else round(val, 2)} {metrics[-1]['images_per_s']:.0f} img/s")
+    if rank == 0 and last == r["epochs"]: _finish(out, m.net, model_name, r, names, config, metrics, model_kwargs)
+    _end_distributed(we_init)
     return metrics
 
+# %% ../nbs/07_train.ipynb #9b1a8bf9
+def _val_loader(val_ds, plan, workers, rank, world, dev):
+    import torch
+    from cogsynth.data import EpochSampler
+    if val_ds is None: return None
+    vs = EpochSampler([len(val_ds)], shuffle=False, rank=rank, world_size=world)
+    return torch.utils.data.DataLoader(val_ds, batch_size=max(64, plan.per_step), sampler=list(vs), num_workers=workers,
+                                       pin_memory=dev.type == "cuda", persistent_workers=False)
+
+def _epoch_metrics(epoch, st, val, opt, sched) -> dict:
+    return {"epoch": epoch + 1, "loss": st["loss"] / st["images"], "lr": opt.param_groups[0]["lr"], "val_top1": val,
+            "train_top1": 100.0 * st["correct"] / st["images"], "images_per_s": st["images"] / st["time_s"],
+            "data_wait_frac": st["wait_s"] / st["time_s"], "time_s": st["time_s"], "step": int(sched.last_epoch)}
+
+def _finish(out, net, model_name, r, names, config, metrics, model_kwargs):
+    from cogsynth.models import save_encoder
+    save_encoder(out/"encoder.pt", net.encoder, model_name, in_chans=3, img_size=r["img_size"], classes=names,
+                 model_kwargs=model_kwargs or {}, recipe=config["recipe"], data=config["data"], epochs=r["epochs"],
+                 val_top1=metrics[-1]["val_top1"] if metrics else None, seed=config["seed"])
+    try:
+        import matplotlib.pyplot as plt
+        plt.close(plot_metrics(metrics, out/"curves.png"))   # written, not shown: a long sweep must not pile up open figures
+    except Exception as e: get_logger("train").warning(f"could not plot curves: {e}")
+
 # %% ../nbs/07_train.ipynb #ef5a0f59
-def read_metrics(out_dir) -> list[dict]:
+def read_metrics(out_dir, # a run folder of `train`
+                ) -> list[dict]:
     "The per-epoch metrics of the run in `out_dir`."
     p = Path(out_dir)/"metrics.jsonl"
     if not p.exists(): raise CogsynthError(f"no metrics.jsonl in {str(out_dir)!r}: train first")
     return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
 
-def plot_metrics(runs, path=None, title:str|None=None):
+def plot_metrics(runs,               # one run's metrics (a list), or {name: metrics}
+                 path=None,          # a PNG to write (atomically); None: only return the figure
+                 title:str|None=None, # figure title
+                ):
     "Plot loss, top-1 and lr per epoch for one run (a metrics list) or several ({name: metrics}); save to `path`."
     import matplotlib; import matplotlib.pyplot as plt
     runs = runs if isinstance(runs, dict) else {"run": runs}
@@ -397,8 +682,7 @@ def plot_metrics(runs, path=None, title:str|None=None):
     axs[1].legend(fontsize=7); axs[0].legend(fontsize=7)
     if title: fig.suptitle(title)
     fig.tight_layout()
-    if path is not None:
-        with atomic_write(path, "wb") as f: fig.savefig(f, format="png", dpi=90)
+    if path is not None: save_figure(fig, path, dpi=90, close=False)
     return fig
 
 # %% ../nbs/07_train.ipynb #71022bc3
@@ -411,30 +695,60 @@ def _parse_set(items) -> dict:
         except json.JSONDecodeError: out[k.strip().replace("-", "_")] = v
     return out
 
-def cli_train_args(p:argparse.ArgumentParser):
+def cli_train_args(p:argparse.ArgumentParser, # the `train` subcommand's parser
+                  ):
     "Arguments of `cogsynth train`."
-    p.add_argument("--data", required=True, help="'digits', a folder of class subfolders, or a mix 'dirA,dirB:0.5'")
-    p.add_argument("--classes", default="all", help="digits classes: all | seen (0-4) | unseen (5-9)")
-    p.add_argument("--val", default=None, help="a real validation folder (digits use their test split)")
-    p.add_argument("--model", default=None, help="timm model name (default cnn_small for digits, resnet50 otherwise)")
-    p.add_argument("--recipe", default="torch", choices=list(RECIPES))
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--out", required=True, help="run folder: metrics.jsonl, last.pt, encoder.pt, curves.png")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--batch-size", type=int, default=None); p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--img-size", type=int, default=None); p.add_argument("--weights", default=None, help="local weights file")
-    p.add_argument("--device", default="auto"); p.add_argument("--amp", default="auto", help="auto | bf16 | fp16 | none")
-    p.add_argument("--accum-steps", type=int, default=1); p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0); p.add_argument("--compile", action="store_true")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any recipe setting")
+    from cogsynth.core import PRECISIONS
+    from cogsynth.data import list_datasets
+    a = p.add_argument
+    a("--data", required=True, help=f"dataset spec: a registered dataset ({', '.join(list_datasets())}, e.g. digits:0,1,2), a folder of class "
+                                    "subfolders, a mix DIR1,DIR2:0.3, or a level imagenet-cog:L1")
+    a("--classes", default="all", help="classes of a registered dataset: all | seen | unseen | zsl_seen | zsl_unseen | a list such as 0,1,2")
+    a("--val", dest="val_data", default=None, help="validation spec (default: the training spec's test split when it has one, e.g. digits)")
+    a("--model", default=None, help="timm model name or a cogsynth CNN (default: the dataset's, cnn_small for digits; else resnet50)")
+    a("--recipe", default="torch", choices=list(RECIPES), help="training recipe")
+    a("--epochs", type=int, default=None, help="epochs (default: the dataset's, 10 for digits; else the recipe's, 90 for torch)")
+    a("--out", dest="out_dir", required=True, help="run folder: metrics.jsonl, last.pt, encoder.pt, config.json, curves.png")
+    a("--resume", action="store_true", help="continue OUT/last.pt with the same settings (default: off)")
+    a("--accept-changes", action="store_true", help="with --resume: accept settings other than --epochs that changed, and record them (default: off)")
+    a("--stop-after", type=int, default=None, help="stop after this many epochs, resumable (default: run every epoch)")
+    a("--batch-size", type=int, default=None, help="effective batch over ranks and accumulation (default: the dataset's, 32 for digits; else the recipe's, 256)")
+    a("--lr", type=float, default=None, help="base learning rate, times batch/256 in recipes with lr_scale_batch (default: the recipe's: 0.1; 2e-4 for mazsc and finetune)")
+    a("--img-size", type=int, default=None, help="image side in px (default: the dataset's, 16 for digits; else 224)")
+    a("--weights", default=None, help="local weights file to start from (default: none; finetune needs one)")
+    a("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    a("--precision", default="auto", choices=PRECISIONS, help="autocast precision; auto = bf16 on GPUs with bf16, else fp16; fp32 on CPU")
+    a("--amp", default=None, help=argparse.SUPPRESS)   # the old name of --precision
+    a("--accum-steps", type=int, default=1, help="micro-batches per optimizer step")
+    a("--workers", type=int, default=4, help="data loader worker processes")
+    a("--seed", type=int, default=0, help="seed of initialization, sampling and augmentation (default: %(default)s)")
+    a("--compile", action="store_true", help="torch.compile the forward (default: off)")
+    a("--set", action="append", metavar="KEY=VALUE", help="override any recipe setting, e.g. --set weight_decay=0.05 (default: none)")
 
-def cli_train(args) -> int:
+# %% ../nbs/07_train.ipynb #f18bf2ec
+_CLI_NAMES = {"out_dir": "--out", "val_data": "--val", "class_split": "--classes", "max_steps_per_epoch": "--set steps_per_epoch"}
+
+def _cli_message(msg:str) -> str:
+    "`msg` with the Python names that have no flag of the same name written as the flags that set them."
+    for name, flag in _CLI_NAMES.items(): msg = re.sub(rf"(?<![\w.-]){name}\b", flag, msg)
+    for k in _BASE:
+        if k not in ("batch_size", "lr", "img_size", "epochs"): msg = re.sub(rf"(?<![\w.-]){k}(?= \S+ -> )", f"--set {k}", msg)
+    for k in ("lr", "batch_size", "seed", "img_size", "precision", "accum_steps", "weights", "data"):
+        msg = re.sub(rf"(?<![\w.-]){k}(?= \S+ -> )", "--" + k.replace("_", "-"), msg)
+    return msg
+
+def cli_train(args, # parsed by `cli_train_args`
+             ) -> int:
     "Run `cogsynth train`."
     ov = _parse_set(args.set)
     if args.batch_size: ov["batch_size"] = args.batch_size
     if args.lr: ov["lr"] = args.lr
-    ms = train(args.data, args.model, args.recipe, args.epochs, args.out, classes=args.classes, val_data=args.val,
-               img_size=args.img_size, weights=args.weights, device=args.device, amp=args.amp, accum_steps=args.accum_steps,
-               workers=args.workers, seed=args.seed, resume=args.resume, compile=args.compile, **ov)
-    if ms and _dist_info()[0] == 0: print(json.dumps(ms[-1]))
+    precision = {"none": "fp32", "no": "fp32"}.get(args.amp, args.amp) if args.amp else args.precision
+    try:
+        ms = train(args.data, args.model, args.recipe, epochs=args.epochs, out_dir=args.out_dir, classes=args.classes, val_data=args.val_data,
+                   img_size=args.img_size, weights=args.weights, device=args.device, precision=precision, accum_steps=args.accum_steps,
+                   workers=args.workers, seed=args.seed, resume=args.resume, accept_changes=args.accept_changes, stop_after=args.stop_after,
+                   compile=args.compile, **ov)
+    except CogsynthError as e: raise CogsynthError(_cli_message(str(e))) from None
+    if ms and dist_info().rank == 0: print(json.dumps(ms[-1]))
     return 0

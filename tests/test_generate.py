@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from cogsynth.core import CogsynthError, JsonlManifest
-from cogsynth.generate import SCHEMA, generate, manifest_files, read_manifest, tiny_pipeline
-from cogsynth.prompts import make_plan
+from cogsynth.generate import SCHEDULERS, SCHEMA, generate, load_pipeline, manifest_files, read_manifest, tiny_pipeline
+from cogsynth.prompts import FAMILY_NAMES, make_plan
 
 BIN = Path(sys.executable).parent
 CLASSES = "cat,dog,fox"
@@ -25,8 +25,17 @@ def _torchrun(model, out, per_class, batch_size=2, **popen):
            str(BIN/"cogsynth"), "generate", "--classes", CLASSES, "--per-class", str(per_class), "--prompt", "a photo of a {name}",
            "--guidance", "random", "--steps", "4", "--size", "16", "--seed", "3", "--model", str(model), "--out", str(out),
            "--batch-size", str(batch_size), "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "COGSYNTH_QUIET": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COGSYNTH_QUIET": "1", "HF_HUB_OFFLINE": "1"}
+
+def _cli(*args):
+    "Run `cogsynth generate ARGS` in this process (`main`, what the command calls): an object with returncode, stdout, stderr."
+    import contextlib, io, types
+    from cogsynth.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): rc = main(["generate", *map(str, args)])
+    return types.SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
 
 def _free_port():
     import socket
@@ -84,7 +93,7 @@ def test_bad_plans_fail_early(kwargs, message):
 def test_bad_runs_fail_before_the_first_image(tmp_path, tiny):
     plan = _plan(2)
     for kwargs, message in [(dict(model=tmp_path/"no-model"), "does not exist"), (dict(model=tmp_path), "no model_index.json"),
-                            (dict(scheduler="warp"), "unknown scheduler"), (dict(image_format="webp"), "image_format"),
+                            (dict(scheduler="warp"), "scheduler='warp' is not one of"), (dict(image_format="webp"), "image_format"),
                             (dict(batch_size=0), "batch_size")]:
         args = dict(model=tiny) | kwargs
         with pytest.raises(CogsynthError) as e: generate(plan, args.pop("model"), tmp_path/"out", device="cpu", **args)
@@ -139,7 +148,128 @@ def test_tutorial_generates_and_resumes(run_tutorial):
     results, out = run_tutorial("generate")
     assert results["smoke"] is True
     assert results["summary"]["generate_resume_complete"] is True
+    assert results["summary"]["generate_refuses_another_plan"] is True
     assert results["summary"]["generate_images"] == 6 == sum(r["images"] for r in results["table"])
     assert (out/"images"/"contact_sheet.png").exists()
     lines = [r for p in manifest_files(out/"images") for r in JsonlManifest(p, SCHEMA).read()]
     assert len(lines) == len({r["id"] for r in lines}) == 6
+
+# --- issue 13: every prompt family and every scheduler runs; the CLI explains itself -------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_pipe(tiny):
+    import torch
+    torch.set_num_threads(1)
+    return load_pipeline(tiny, device="cpu")
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_every_prompt_family_generates(tmp_path, tiny_pipe, family):
+    plan = make_plan(["n02086910"], 2, prompt=family, guidance=2, steps=2, size=16, seed=0)
+    s = generate(plan, tiny_pipe, tmp_path, batch_size=2, summary=False)
+    recs = read_manifest(tmp_path)
+    assert s["generated"] == 2 and [r["family"] for r in recs] == [family] * 2
+    assert all("papillon" in r["prompt"] for r in recs)
+
+@pytest.mark.parametrize("scheduler", list(SCHEDULERS))
+def test_every_scheduler_generates(tmp_path, tiny_pipe, scheduler):
+    plan = make_plan(["cat"], 2, prompt="a photo of a {name}", guidance=2, steps=4, size=16, seed=0)
+    generate(plan, tiny_pipe, tmp_path, scheduler=scheduler, batch_size=2, summary=False)
+    recs = read_manifest(tmp_path)
+    assert [r["scheduler"] for r in recs] == [scheduler] * 2
+    pixels = [np.asarray(Image.open(tmp_path/r["file"]), dtype=int) for r in recs]
+    assert pixels[0].shape == (16, 16, 3) and np.abs(pixels[0] - pixels[1]).max() > 0     # two seeds, two images
+
+def test_cli_options_have_help_and_defaults():
+    from cogsynth.cli import build_parser
+    sub = next(a for a in build_parser("generate")._actions if a.dest == "command").choices["generate"]
+    opts = [a for a in sub._actions if a.dest != "help"]
+    assert len(opts) >= 20
+    for a in opts:
+        assert a.help, f"{a.option_strings} has no help"
+        assert a.required or "default" in a.help, f"{a.option_strings} does not show its default"
+
+def test_cli_errors_name_the_flag(tmp_path, tiny):
+    base = ["--classes", "cat", "--model", tiny, "--out", tmp_path/"o"]
+    for args, message in [(["--per-class", "0"], "--per-class=0"), (["--per-class", "1", "--precision", "half"], "--precision='half'"),
+                          (["--per-class", "1", "--size", "big"], "--size='big'"), (["--per-class", "1", "--resize", "x"], "--resize='x'"),
+                          (["--per-class", "1", "--scheduler", "warp"], "--scheduler='warp'"), (["--per-class", "1", "--batch-size", "0"], "--batch-size=0")]:
+        r = _cli(*base, *args)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+    assert not list(tmp_path.rglob("*.png"))
+
+def test_cli_generates_at_the_native_size(tmp_path, tiny):
+    "Without --size: the UNet sample size x the VAE scale factor (16 px for this tiny model, not 512x384)."
+    r = _cli("--classes", "cat", "--per-class", "1", "--steps", "2", "--model", tiny, "--out", tmp_path/"o")
+    assert r.returncode == 0, r.stderr
+    assert [(rec["generated_size"], rec["size"]) for rec in read_manifest(tmp_path/"o")] == [([16, 16], [16, 16])]
+    r = _cli("--classes", "cat", "--per-class", "1", "--size", "thesis", "--model", tiny, "--out", tmp_path/"t", "--dry-run")
+    assert r.returncode == 0 and "512x384" in r.stdout
+
+# --- issue 17: concurrent writers, plan identity, wnid typos -------------------------------------------------------
+
+def _gen_args(model, out, per_class, **flags):
+    args = ["--classes", CLASSES, "--per-class", per_class, "--prompt", "a photo of a {name}", "--guidance", "7.5",
+            "--steps", "4", "--size", "16", "--seed", "3", "--model", model, "--out", out, "--batch-size", "2", "--device", "cpu"]
+    for k, v in flags.items():
+        i = args.index("--" + k.replace("_", "-")) if "--" + k.replace("_", "-") in args else None
+        if v is True: args.append("--" + k.replace("_", "-"))
+        elif i is None: args += ["--" + k.replace("_", "-"), v]
+        else: args[i + 1] = v
+    return args
+
+def test_two_writers_on_one_folder_split_the_work(tmp_path, tiny):
+    "Two plain `cogsynth generate` processes on one --out: every image generated and recorded exactly once."
+    out, per_class = tmp_path/"out", 10
+    cmd = [str(BIN/"cogsynth"), "generate", *map(str, _gen_args(tiny, out, per_class))]
+    procs = [subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-3000:] for _, e in results]
+    lines = _all_lines(out)
+    ids = [r["id"] for r in lines]
+    assert len(ids) == len(set(ids)) == 3 * per_class, f"{len(ids)} records for {len(set(ids))} images"
+    runs = [json.loads(o.strip().splitlines()[-1]) for o, _ in results]
+    assert sum(r["generated"] for r in runs) == 3 * per_class, runs          # nobody generated an image twice
+    print("generated by each writer:", [r["generated"] for r in runs], "taken by the other:", [r["by_other_writers"] for r in runs])
+    files = sorted(str(f.relative_to(out)) for f in out.rglob("*.png") if f.name != "contact_sheet.png")
+    assert files == sorted(r["file"] for r in lines)
+    assert not (out/".claims").exists()
+
+def test_rerun_with_another_plan_is_refused(tmp_path, tiny):
+    out = tmp_path/"out"
+    assert _cli(*_gen_args(tiny, out, 2)).returncode == 0
+    before = (out/"manifest.jsonl").read_bytes()
+    for flags, message in [(dict(guidance="2"), "guidance 7.5 in the folder, 2.0 now (6 images, e.g. cat_000000)"),
+                           (dict(seed="4"), "image seed "), (dict(steps="3"), "steps 4 in the folder, 3 now"),
+                           (dict(prompt="{name}"), "prompt 'a photo of a cat' in the folder, 'cat' now"),
+                           (dict(resize="8"), "final size (resize) 16x16 in the folder, 8x8 now"),
+                           (dict(scheduler="euler"), "scheduler DDIMScheduler in the folder, euler now")]:
+        r = _cli(*_gen_args(tiny, out, 3, **flags))
+        assert r.returncode == 2 and message in r.stderr and "--allow-plan-change" in r.stderr, (flags, r.stderr)
+    r = _cli(*_gen_args(tiny, out, 3, format="jpg", allow_plan_change=True))                 # a folder holds one format
+    assert r.returncode == 2 and "format png in the folder, jpg now" in r.stderr, r.stderr
+    assert (out/"manifest.jsonl").read_bytes() == before and not list(out.rglob("*.jpg"))
+    r = _cli(*_gen_args(tiny, out, 3))                                       # the same plan, grown: only the new images
+    assert r.returncode == 0 and json.loads(r.stdout.splitlines()[-1])["generated"] == 3, r.stderr
+    r = _cli(*_gen_args(tiny, out, 4, guidance="2", allow_plan_change=True))   # explicit: keep the old, add the new
+    assert r.returncode == 0 and json.loads(r.stdout.splitlines()[-1])["generated"] == 3, r.stderr
+    assert sorted({(rec["index"] < 3, rec["guidance"]) for rec in read_manifest(out)}) == [(False, 2.0), (True, 7.5)]
+    meta = JsonlManifest(out/"manifest.jsonl", SCHEMA).meta
+    assert meta["plan"]["jobs"] == 6 and meta["plan"]["image_format"] == "png" and len(meta["plan"]["digest"]) == 16
+
+def test_wnid_typos_are_refused(tmp_path, tiny):
+    r = _cli("--classes", "n02086910,n0208691", "--per-class", "1", "--model", tiny, "--out", tmp_path/"o")
+    assert r.returncode == 2 and "['n0208691'] look like WordNet ids but are not" in r.stderr, r.stderr
+    assert not (tmp_path/"o").exists()
+    r = _cli("--classes", "n99999999", "--per-class", "1", "--model", tiny, "--out", tmp_path/"o")
+    assert r.returncode == 2 and "unknown wnid" in r.stderr
+
+def test_classes_from_a_level(tmp_path, tiny):
+    from cogsynth.levels import levels_path, resolve_level_spec
+    r = _cli("--classes", "imagenet-cog:L1", "--per-class", "1", "--model", tiny, "--out", tmp_path/"o", "--dry-run")
+    assert r.returncode == 0 and r.stdout.strip().endswith("1000 jobs"), r.stderr
+    path = levels_path("imagenet-cog")
+    r = _cli("--classes", f"{path}:L3", "--per-class", "2", "--prompt", "c_dc", "--model", tiny, "--out", tmp_path/"o", "--dry-run")
+    first = resolve_level_spec(f"{path}:L3")[0][0]
+    assert r.returncode == 0 and r.stdout.strip().endswith("2000 jobs") and f"{first}_000000" in r.stdout, r.stderr
+    r = _cli("--classes", "imagenet-cog:L9", "--per-class", "1", "--model", tiny, "--out", tmp_path/"o", "--dry-run")
+    assert r.returncode == 2 and "L9" in r.stderr

@@ -108,7 +108,7 @@ def test_bad_input_fails_before_training(tmp_path, digits_run):
     for spec, msg in [(f"{tr}:0.7,{te}:0.7", "sum to 1.4"), (f"{tr},{te}:1.5", r"not in \(0, 1\]"), (f"{tr},{te}:abc", "bad share")]:
         with pytest.raises(CogsynthError, match=msg): parse_mix(spec)
     with pytest.raises(CogsynthError, match="unknown model"): train("digits", "resnet_5O", out_dir=tmp_path/"o3")
-    with pytest.raises(CogsynthError, match="unknown recipe"): train("digits", "cnn_small", "simclr", out_dir=tmp_path/"o4")
+    with pytest.raises(CogsynthError, match="recipe='simclr' is not one of"): train("digits", "cnn_small", "simclr", out_dir=tmp_path/"o4")
     with pytest.raises(CogsynthError, match="is from model 'cnn_small'"): train("digits", "cnn_base", "torch", epochs=3, out_dir=out, resume=True)
     with pytest.raises(CogsynthError, match="another architecture"): train("digits", "resnet18", "finetune", weights=out/"encoder.pt", out_dir=tmp_path/"o5")
     assert not any((tmp_path/d).exists() and any((tmp_path/d).glob("*.pt")) for d in ("o1", "o2", "o3", "o4", "o5"))

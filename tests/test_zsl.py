@@ -1,5 +1,5 @@
-"""Zero-shot learning by classifier crafting (cogsynth.zsl): closed-form V-CC vs. the Bayes rate, the Xian et al.
-file format, metrics by hand, bad input, the CLI, and the digits tutorial (smoke)."""
+"""Zero-shot learning by classifier crafting (cogsynth.zsl, .zsl_methods, .gzsl): closed-form V-CC vs. the Bayes rate,
+the Xian et al. file format, metrics by hand, bad input, the CLI, and the digits tutorial (smoke)."""
 import argparse, json
 
 import numpy as np
@@ -7,62 +7,63 @@ import pytest
 import torch
 
 from cogsynth.core import CogsynthError, read_json
-from cogsynth import zsl
+from cogsynth import gzsl, zsl, zsl_methods as zm
 
 
 def test_vcc_approaches_bayes_rate():
     "Features = known linear map of embeddings + noise: ridge-mapped unseen prototypes ~ the true means."
     task, means = zsl.linear_gaussian_task(n_seen=40, n_unseen=5, noise=6.0, n_test=400, seed=1)
-    rules = zsl.visual_rules(task.X_train, task.y_train, task.embeddings, task.seen, task.unseen, lam="auto")
+    rules = zm.visual_rules(task.X_train, task.y_train, task.embeddings, task.seen, task.unseen, lam="auto")
     X = torch.as_tensor(task.X_test_unseen)
-    t1 = zsl.zsl_t1(zsl.CraftedNet(torch.nn.Identity(), rules, task.seen, "euclidean")(X).numpy(), task.y_test_unseen, task.unseen)
-    bayes = zsl.zsl_t1(zsl.CraftedNet(torch.nn.Identity(), means, task.seen, "euclidean")(X).numpy(), task.y_test_unseen, task.unseen)
+    t1 = gzsl.zsl_t1(zm.CraftedNet(torch.nn.Identity(), rules, task.seen, metric="euclidean")(X).numpy(), task.y_test_unseen, task.unseen)
+    bayes = gzsl.zsl_t1(zm.CraftedNet(torch.nn.Identity(), means, task.seen, metric="euclidean")(X).numpy(), task.y_test_unseen, task.unseen)
     assert 40 < bayes < 99, bayes            # a problem that is neither trivial nor hopeless
     assert t1 >= bayes - 3, (t1, bayes)
     # with too few seen classes to pin the map (3 seen for 8 dims), the unseen prototypes are wrong: far from Bayes
     small, means2 = zsl.linear_gaussian_task(n_seen=3, n_unseen=5, noise=6.0, n_test=400, seed=1)
-    r2 = zsl.visual_rules(small.X_train, small.y_train, small.embeddings, small.seen, small.unseen, lam="auto")
+    r2 = zm.visual_rules(small.X_train, small.y_train, small.embeddings, small.seen, small.unseen, lam="auto")
     X2 = torch.as_tensor(small.X_test_unseen)
-    t1_small = zsl.zsl_t1(zsl.CraftedNet(torch.nn.Identity(), r2, small.seen, "euclidean")(X2).numpy(), small.y_test_unseen, small.unseen)
-    bayes2 = zsl.zsl_t1(zsl.CraftedNet(torch.nn.Identity(), means2, small.seen, "euclidean")(X2).numpy(), small.y_test_unseen, small.unseen)
+    t1_small = gzsl.zsl_t1(zm.CraftedNet(torch.nn.Identity(), r2, small.seen, metric="euclidean")(X2).numpy(), small.y_test_unseen, small.unseen)
+    bayes2 = gzsl.zsl_t1(zm.CraftedNet(torch.nn.Identity(), means2, small.seen, metric="euclidean")(X2).numpy(), small.y_test_unseen, small.unseen)
     assert t1_small < bayes2 - 20, (t1_small, bayes2)
 
 
 def test_ridge_map_closed_form():
     rng = np.random.default_rng(0)
     A, W = rng.normal(size=(30, 6)), rng.normal(size=(6, 4))
-    np.testing.assert_allclose(zsl.ridge_map(A, A @ W, lam=1e-8), W, atol=1e-5)
+    np.testing.assert_allclose(zm.ridge_map(A, A @ W, lam=1e-8), W, atol=1e-5)
     # the dual form equals the primal (A^T A + lam I)^-1 A^T M
     M = rng.normal(size=(30, 4))
-    np.testing.assert_allclose(zsl.ridge_map(A, M, 0.5), np.linalg.solve(A.T @ A + 0.5 * np.eye(6), A.T @ M), atol=1e-8)
+    np.testing.assert_allclose(zm.ridge_map(A, M, 0.5), np.linalg.solve(A.T @ A + 0.5 * np.eye(6), A.T @ M), atol=1e-8)
 
 
 def test_metrics_by_hand():
     # seen classes 0, 1; unseen 2, 3
     seen_scores = np.array([[9, 0, 1, 0], [0, 9, 0, 0], [0, 9, 1, 0], [0, 9, 0, 0]])   # y 0,0,1,1 -> 1/2, 2/2
     unseen_scores = np.array([[0, 0, 5, 1], [9, 0, 5, 1], [0, 0, 1, 5], [0, 0, 5, 1]])  # y 2,2,3,3 -> 1/2, 1/2
-    m = zsl.gzsl_metrics(seen_scores, [0, 0, 1, 1], unseen_scores, [2, 2, 3, 3])
+    m = gzsl.gzsl_metrics(seen_scores, [0, 0, 1, 1], unseen_scores, [2, 2, 3, 3])
     assert m["S"] == pytest.approx(75) and m["U"] == pytest.approx(50)
     assert m["H"] == pytest.approx(2 * 75 * 50 / 125)
     # T1 restricts to unseen columns: the image predicted 0 becomes class 2 -> 2/2 and 1/2
-    assert zsl.zsl_t1(unseen_scores, [2, 2, 3, 3], [2, 3]) == pytest.approx(75)
+    assert gzsl.zsl_t1(unseen_scores, [2, 2, 3, 3], [2, 3]) == pytest.approx(75)
     # mean per class, not per image: 3 images of class 0 all right, 1 of class 1 wrong -> 50, not 75
-    assert zsl.mean_per_class_accuracy([0, 0, 0, 1], [0, 0, 0, 0]) == pytest.approx(50)
-    assert zsl.harmonic_mean(0, 0) == 0
+    from cogsynth.probe import mean_per_class_accuracy
+    assert mean_per_class_accuracy([0, 0, 0, 1], [0, 0, 0, 0]) == pytest.approx(50)
+    assert gzsl.harmonic_mean(0, 0) == 0
 
 
 def test_rebalancing_pieces():
     p = np.array([[0.7, 0.2, 0.1]])
-    np.testing.assert_allclose(zsl.rebalance(p, [0.25], [0, 1]), [[0.175, 0.05, 0.075]])
+    np.testing.assert_allclose(gzsl.rebalance(p, [0.25], [0, 1]), [[0.175, 0.05, 0.075]])
     # gamma: the largest offset that keeps seen validation accuracy within 10% of its unshifted value
     val = np.array([[0.9, 0.0, 0.1], [0.6, 0.0, 0.4], [0.0, 0.8, 0.2], [0.0, 0.55, 0.45]])
-    g = zsl.choose_gamma(val, [0, 0, 1, 1], [0, 1], max_drop=0.1)
+    g = gzsl.choose_gamma(val, [0, 0, 1, 1], [0, 1], max_drop=0.1)
     assert 0.09 <= g < 0.2 + 1e-9, g
     # the discriminator separates confident logits from mixed-up irrelevant ones
     rng = np.random.default_rng(0)
     seen = np.eye(3)[rng.integers(3, size=200)] * 8 + rng.normal(0, 0.3, (200, 3))
     irr = rng.normal(0, 0.3, (200, 3))
-    D = zsl.fit_discriminator(seen, irr)
+    D = gzsl.fit_discriminator(seen, irr)
     assert D.predict_proba(seen[:50])[:, 1].mean() > D.predict_proba(irr[:50])[:, 1].mean() + 0.3
 
 
@@ -104,7 +105,7 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(CogsynthError, match="both seen and unseen"):
         zsl.ZSLTask(t.class_names, t.embeddings, [0, 1, 2, 3], [3, 4], t.X_train, t.y_train, t.X_test_seen, t.y_test_seen,
                     t.X_test_unseen, t.y_test_unseen)
-    with pytest.raises(CogsynthError, match="use one of"):
+    with pytest.raises(CogsynthError, match="normalize='max' is not one of: l2, zscore"):
         zsl.normalize_embeddings(att, "max")
     np.save(tmp_path/"emb.npy", att[:, :3]); assert zsl.load_embeddings(tmp_path/"emb.npy").shape == (5, 3)
     # checks run before training: a NaN embedding fails in run_zsl's validate, not after minutes of fitting
@@ -165,9 +166,9 @@ def test_discriminator_cache_changes_no_number(monkeypatch):
     task, _ = zsl.linear_gaussian_task(n_seen=12, n_unseen=3, noise=4.0, n_train=30, seed=3)
     irr = np.random.default_rng(4).normal(0, 8, (100, task.X_train.shape[1])).astype(np.float32)
     outs, _ = zsl.fit_crafted(task, ("scc", "vcc", "ensemble"), irr, pretrain_epochs=1, epochs=1)
-    fits, fit = [], zsl.fit_discriminator
-    monkeypatch.setattr(zsl, "fit_discriminator", lambda *a, **k: (fits.append(k.get("seed")), fit(*a, **k))[1])
-    score = lambda cache: [zsl.evaluate_methods(outs, task, ("scc", "vcc", "ensemble"), ("discriminator", "none"), t, cache=cache)
+    fits, fit = [], gzsl.fit_discriminator
+    monkeypatch.setattr(gzsl, "fit_discriminator", lambda *a, **k: (fits.append(k.get("seed")), fit(*a, **k))[1])
+    score = lambda cache: [zsl.evaluate_methods(outs, task, ("scc", "vcc", "ensemble"), ("discriminator", "none"), temperature=t, cache=cache)
                            for t in (0.5, 2.0, 8.0)]
     plain = score(None); n_plain = len(fits); fits.clear()
     assert score({}) == plain
@@ -175,10 +176,12 @@ def test_discriminator_cache_changes_no_number(monkeypatch):
 
 
 def test_import_does_not_load_torch():
-    "`cogsynth zsl --help` stays light: the torch classes are defined on first use, and still importable by name."
+    "`cogsynth zsl --help` stays light: cogsynth.zsl and cogsynth.gzsl import no torch; the torch classes live in zsl_methods."
     import subprocess, sys
-    code = ("import sys, cogsynth.zsl as z; assert 'torch' not in sys.modules; from cogsynth.zsl import CraftedNet; "
-            "assert CraftedNet is z.CraftedNet and z.SeenClassifier.__name__ == 'SeenClassifier' and 'torch' in sys.modules")
+    code = ("import sys, cogsynth.zsl, cogsynth.gzsl; from cogsynth.cli import build_parser; build_parser('zsl'); "
+            "assert 'torch' not in sys.modules and 'cogsynth.zsl_methods' not in sys.modules; "
+            "from cogsynth.zsl_methods import CraftedNet, SeenClassifier; import torch; "
+            "assert issubclass(CraftedNet, torch.nn.Module) and CraftedNet.__module__ == 'cogsynth.zsl_methods'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
 
@@ -186,7 +189,7 @@ def test_import_does_not_load_torch():
 def test_temperature_bad_inputs(monkeypatch, capsys, tmp_path):
     task, _ = zsl.linear_gaussian_task(n_seen=6, n_unseen=2, n_train=10, n_test=20)
     def trained(*a, **k): raise AssertionError("trained before checking its inputs")
-    monkeypatch.setattr(zsl, "pretrain_seen", trained); monkeypatch.setattr(zsl, "fit_crafted", trained)
+    monkeypatch.setattr(zm, "pretrain_seen", trained); monkeypatch.setattr(zsl, "fit_crafted", trained)
     for bad in (0, -1.0, float("nan"), "hot", None):
         with pytest.raises(CogsynthError, match="temperature"):
             zsl.run_zsl(task, ("ensemble",), ("none",), temperature=bad)

@@ -2,6 +2,8 @@
 # Every check CI runs, in order. Called by `bash setup.sh test` (which installs first) and by .ci/run.
 #   bash tools/test.sh            all checks
 #   bash tools/test.sh --quick    skip the slow tutorial runs in pytest (-m "not tutorial")
+# COGSYNTH_ALLOW_UNEXECUTED=1 lets notebooks never executed by tools/refresh_notebooks.py pass the freshness check
+# (stale ones still fail); the committed tree has every notebook executed, so CI leaves it unset.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export MPLBACKEND=Agg PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -22,8 +24,28 @@ fi
 step "README.md matches nbs/index.ipynb"
 python tools/readme.py --check
 
+step "committed notebook outputs belong to their code (tools/refresh_notebooks.py --all --check)"
+fresh_rc=0
+python tools/refresh_notebooks.py --all --check || fresh_rc=$?   # reported again at the end, so the tests still run
+
+step "a headless browser for the HTML report test (Debian's chromium)"
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else return 1; fi; }
+browser() { command -v chromium || command -v chromium-browser || command -v google-chrome; }
+if ! browser >/dev/null; then   # Debian's package; GitHub's Ubuntu runners already have google-chrome
+  { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+    || echo "could not apt-get install chromium (needs root or sudo): tests/test_report.py's browser test will fail"
+fi
+if browser >/dev/null; then "$(browser)" --version 2>/dev/null | head -1 || true; fi
+export COGSYNTH_REQUIRE_BROWSER=1
+
 step "nbdev-test (the notebooks' own tests; flags notest/slow/cuda skipped)"
 nbdev-test --n-workers "${NBDEV_WORKERS:-2}" --timing
 
 step "pytest tests/ (tutorials through papermill with smoke parameters, behaviour checks)"
 pytest tests -q -rs "$@"
+
+if [ "$fresh_rc" != 0 ]; then
+  echo; echo "FAILED: committed notebooks whose outputs no longer belong to their code (see the freshness step above):"
+  python tools/refresh_notebooks.py --all --check >/dev/null || true
+  exit "$fresh_rc"
+fi

@@ -1,0 +1,194 @@
+"""`cogsynth sweep` (issue 14): typed grids, parallel workers pinned to devices, a failing run, kill and Ctrl-C
+with resume, tables, aggregate and plot; tutorials shipped in the wheel."""
+import csv, json, os, shutil, signal, subprocess, sys, time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from cogsynth.cli import main
+from cogsynth.runner import sweep, run_folder_name
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-c", "import sys; from cogsynth.cli import main; sys.exit(main())"]
+
+
+def tiny_notebook(path, sleep=0.0):
+    """A notebook with a parameters cell: `x` (float), `seed` (int), `out_dir`, `results_path`. It appends
+    "start"/"end" lines to `<sweep folder>/events.txt`, fails for x < 0, sleeps `sleep` s, reports a score."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell("x = 1.0    # the swept value\nseed = 0\nout_dir = None\nresults_path = None",
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import json, os, time\nfrom pathlib import Path\nevents = Path(out_dir).parent/'events.txt'\n"
+                                  "t_start = time.time()\nwith open(events, 'a') as f: f.write(f'{x},{seed} start\\n')"),
+        nbformat.v4.new_code_cell("if x < 0: raise ValueError(f'x={x} must be >= 0')"),
+        nbformat.v4.new_code_cell(f"time.sleep({sleep})"),
+        nbformat.v4.new_code_cell("json.dump({'summary': {'score': 10 * x + seed, 'start': t_start, 'end': time.time(),\n"
+                                  "  'cuda_visible': os.environ.get('CUDA_VISIBLE_DEVICES')}}, open(results_path, 'w'))\n"
+                                  "with open(events, 'a') as f: f.write(f'{x},{seed} end\\n')"),
+    ]
+    nbformat.write(nb, path)
+    return path
+
+
+def events(out):
+    "The notebook's start/end lines (it writes them beside its run folder: one file per parent folder)."
+    return [l for p in sorted(Path(out).rglob("events.txt")) for l in p.read_text().split("\n") if l]
+
+
+def records(out):
+    return {str(p.parent.relative_to(out)): json.loads(p.read_text()) for p in Path(out).rglob("run.json")}
+
+
+def test_grid_2x2_on_two_workers_pinned_to_devices(tmp_path):
+    nb = tiny_notebook(tmp_path/"tiny.ipynb", sleep=2.0)
+    r = sweep(nb, ["x=1,2", "seed=0,1"], tmp_path/"sw", workers=2, devices="cuda:0,cuda:1", metric="score")
+    rows = r["runs"]
+    assert [(row["x"], row["seed"], row["status"]) for row in rows] == [(1.0, 0, "done"), (1.0, 1, "done"), (2.0, 0, "done"), (2.0, 1, "done")]
+    assert [row["score"] for row in rows] == [10.0, 11.0, 20.0, 21.0]            # values typed: x a float, seed an int
+    # two workers: runs overlapped in time; each worker pinned to its GPU
+    spans = sorted((row["start"], row["end"]) for row in rows)
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), spans
+    assert {row["cuda_visible"] for row in rows} == {"0", "1"}
+    # tables: one csv row per run, the mean over seeds in sweep.md, the plot
+    with open(tmp_path/"sw"/"sweep.csv") as f: table = list(csv.DictReader(f))
+    assert len(table) == 4 and {"x", "seed", "status", "seconds", "score"} <= set(table[0])
+    assert r["aggregate"] == [{"x": 1.0, "score_mean": 10.5, "score_std": pytest.approx(0.7071, abs=1e-4), "n": 2},
+                              {"x": 2.0, "score_mean": 20.5, "score_std": pytest.approx(0.7071, abs=1e-4), "n": 2}]
+    md = (tmp_path/"sw"/"sweep.md").read_text()
+    assert "Mean ± std over seeds" in md and "| 20.5" in md
+    assert (tmp_path/"sw"/"sweep.png").stat().st_size > 5000
+    for row in rows:                        # each run folder: executed notebook, results, log, record
+        folder = tmp_path/"sw"/run_folder_name({"x": row["x"], "seed": row["seed"]})
+        assert {"tiny.ipynb", "results.json", "run.log", "run.json"} <= {p.name for p in folder.iterdir()}
+
+
+def test_failing_run_records_its_error_and_the_others_go_on(tmp_path, capsys):
+    nb = tiny_notebook(tmp_path/"tiny.ipynb")
+    rc = main(["sweep", str(nb), "--grid", "x=1,-1,2", "--out", str(tmp_path/"sw"), "--workers", "2"])
+    assert rc == 1                                                  # the sweep finished, and says a run failed
+    recs = records(tmp_path/"sw")
+    assert {k: v["status"] for k, v in recs.items()} == {"x=1.0": "done", "x=-1.0": "failed", "x=2.0": "done"}
+    bad = recs["x=-1.0"]
+    assert bad["error"] == "ValueError: x=-1.0 must be >= 0"
+    assert "raise ValueError" in bad["failing_cell"]["source"] and bad["failing_cell"]["index"] == 3
+    assert "1 run(s) failed" in capsys.readouterr().out
+    # rerunning the command retries only the failed run
+    done_mtime = (tmp_path/"sw"/"x=1.0"/"run.json").stat().st_mtime_ns
+    main(["sweep", str(nb), "--grid", "x=1,-1,2", "--out", str(tmp_path/"sw")])
+    assert (tmp_path/"sw"/"x=1.0"/"run.json").stat().st_mtime_ns == done_mtime
+    assert [e for e in events(tmp_path/"sw") if e.endswith("start")].count("-1.0,0 start") == 2
+    # --tables-only runs nothing: a planned run that never ran is "pending"
+    n_events = len(events(tmp_path/"sw"))
+    r = sweep(nb, ["x=1,-1,2,3"], tmp_path/"sw", tables_only=True)
+    assert [row["status"] for row in r["runs"]] == ["done", "failed", "done", "pending"] and r["pending"] == 1
+    assert len(events(tmp_path/"sw")) == n_events
+
+
+@pytest.mark.parametrize("grid, message", [
+    ("xx=1,2", "--grid='xx' is not one of: x, seed (did you mean 'x'?)"),
+    ("seed=0,one", "--grid seed='one': the notebook's seed is a int (default 0)"),
+    ("x=1,abc", "--grid x='abc': the notebook's x is a float"),
+])
+def test_bad_name_or_value_fails_before_anything_runs(tmp_path, capsys, grid, message):
+    nb = tiny_notebook(tmp_path/"tiny.ipynb")
+    rc = main(["sweep", str(nb), "--grid", grid, "--out", str(tmp_path/"sw")])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path/"sw").exists()                              # nothing ran, not even a folder
+
+
+def _start_cli(nb, out, *grid, workers=1):
+    args = [*CLI, "sweep", str(nb), *[a for g in grid for a in ("--grid", g)], "--out", str(out), "--workers", str(workers)]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COGSYNTH_QUIET": "1"})
+
+
+def _wait_for(cond, timeout=120):
+    t0 = time.time()
+    while not cond():
+        if time.time() - t0 > timeout: raise AssertionError("timed out")
+        time.sleep(0.2)
+
+
+def test_killed_sweep_resumes_finished_runs_are_not_rerun(tmp_path):
+    nb = tiny_notebook(tmp_path/"tiny.ipynb", sleep=3.0)
+    out = tmp_path/"sw"
+    p = _start_cli(nb, out, "x=1,2,3")
+    _wait_for(lambda: len(records(out)) >= 1 and any(e == "2.0,0 start" for e in events(out)))
+    p.kill(); p.wait()                                             # kill -9 while run x=2 is midway
+    time.sleep(4)                                                  # its child notices the dead parent and stops
+    assert set(records(out)) == {"x=1.0"}                          # the killed run left no record
+    r = sweep(nb, ["x=1,2,3"], out)
+    assert [row["status"] for row in r["runs"]] == ["done"] * 3
+    ev = events(out)
+    assert ev.count("1.0,0 start") == 1                            # finished before the kill: never rerun
+    assert ev.count("2.0,0 start") == 2 and ev.count("2.0,0 end") == 1   # killed midway: rerun
+    assert ev.count("3.0,0 start") == 1
+
+
+def test_ctrl_c_then_restart_runs_every_run_exactly_once(tmp_path):
+    nb = tiny_notebook(tmp_path/"tiny.ipynb", sleep=2.0)
+    out = tmp_path/"sw"
+    grid = ("x=1,2", "seed=0,1")
+    p = _start_cli(nb, out, *grid, workers=2)
+    _wait_for(lambda: len(records(out)) >= 1)
+    p.send_signal(signal.SIGINT)                                   # Ctrl-C
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "rerun the same command" in err
+    assert len(records(out)) < 4
+    p = _start_cli(nb, out, *grid, workers=2)
+    stdout, err = p.communicate(timeout=180)
+    assert p.returncode == 0, err
+    assert {k: v["status"] for k, v in records(out).items()} == {f"x={x}/seed={s}": "done" for x in ("1.0", "2.0") for s in (0, 1)}
+    ends = [e for e in events(out) if e.endswith(" end")]
+    assert sorted(ends) == sorted(f"{x},{s} end" for x in ("1.0", "2.0") for s in (0, 1))   # every run exactly once
+
+
+def test_sweep_help_explains_the_grid(capsys):
+    with pytest.raises(SystemExit): main(["sweep", "--help"])
+    out = capsys.readouterr().out
+    assert "--grid NAME=V1,V2,..." in out and "cartesian product" in out
+    assert "cogsynth sweep synthetic_digits --grid guidance=1,2,3,5,7.5,random --grid seed=0,1,2" in out
+
+
+def test_wheel_ships_the_tutorials(tmp_path):
+    "Build the wheel offline from a copy of the sources, install it into a folder, list the tutorials from there."
+    src = tmp_path/"src"
+    src.mkdir()
+    for f in ("pyproject.toml", "README.md"): shutil.copy(ROOT/f, src/f)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
+    shutil.copytree(ROOT/"cogsynth", src/"cogsynth", ignore=ignore)
+    shutil.copytree(ROOT/"data_manifests", src/"data_manifests", ignore=ignore)
+    shutil.copytree(ROOT/"nbs"/"tutorials", src/"nbs"/"tutorials", ignore=ignore)
+    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    pip = [sys.executable, "-m", "pip"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path/"dist"), str(src)],
+                   check=True, env=env, cwd=tmp_path, capture_output=True)
+    wheel = next((tmp_path/"dist").glob("cogsynth-*.whl"))
+    subprocess.run([*pip, "install", "--no-deps", "-q", "--target", str(tmp_path/"site"), str(wheel)],
+                   check=True, env=env, cwd=tmp_path, capture_output=True)
+    code = ("import cogsynth, json; from cogsynth.runner import list_tutorials, tutorial_name, resolve_notebook\n"
+            "print(json.dumps([cogsynth.__file__, [tutorial_name(p) for p in list_tutorials()], str(resolve_notebook('synthetic_digits'))]))")
+    res = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(tmp_path/"site")}, cwd=tmp_path,
+                         capture_output=True, text=True, check=True)
+    where, names, digits = json.loads(res.stdout.strip().splitlines()[-1])
+    site = str((tmp_path/"site").resolve())
+    assert where.startswith(site), where                           # the installed copy, not this checkout
+    from cogsynth.runner import list_tutorials, tutorial_name
+    assert names == [tutorial_name(p) for p in list_tutorials(ROOT/"nbs"/"tutorials")]
+    assert digits.startswith(site) and digits.endswith("06_synthetic_digits.ipynb")
+
+
+def test_one_sweep_at_a_time_in_a_folder(tmp_path):
+    "A second sweep into a folder that a running sweep holds is refused (it would start the same runs)."
+    from cogsynth.core import CogsynthError, FileLock
+    nb = tiny_notebook(tmp_path/"tiny.ipynb")
+    (tmp_path/"sw").mkdir()
+    with FileLock(tmp_path/"sw"/".sweep.lock"):
+        with pytest.raises(CogsynthError, match="still locked"): sweep(nb, ["x=1"], tmp_path/"sw")
+    with pytest.raises(CogsynthError, match="--smoke: tiny.ipynb has no smoke parameter"): sweep(nb, ["x=1"], tmp_path/"sw", smoke=True)
+    assert not list((tmp_path/"sw").rglob("run.json"))
