@@ -16,7 +16,7 @@ It writes pre-resized synthetic JPEGs (smooth random colour fields, so decoding 
 temporary folder, then trains the `torch` recipe with cogsynth.train.train twice in the same run: the candidate
 (AMP + channels_last on CUDA; channels_last on CPU) and the baseline (the same loop in fp32, NCHW). Throughput is the
 median of the epochs after the first (warm-up: cuDNN autotuning, loader start). It also times the loader alone
-(train's own loader, built by cogsynth.train._train_loader: same dataset, transform, sampler and workers, no model):
+(train's own loader, built by cogsynth.train.train_loader: same dataset, transform, sampler and workers, no model):
 `loader_headroom` = loader images/s / training images/s, above 1 when the loader keeps up. `--loader-only` runs just that, e.g. to measure the 224 px loader per CPU core:
     python benchmarks/train_speed.py --loader-only --img-size 224 --images 2048 --workers 2
 Prints one JSON object.

@@ -78,7 +78,6 @@ def digit_image(arr:np.ndarray,  # one digit, uint8 [8, 8] (from `digits_arrays`
     im = Image.fromarray(arr)
     return im if size == arr.shape[0] else im.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None)
 
-_digit_image = digit_image   # the old private name, kept until its last importer (zsl) moves to `digit_image`
 
 class DigitsDataset:
     "The embedded digits as a torch-style dataset of (PIL 'L' image of `size` px, digit label)."

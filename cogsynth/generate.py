@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import fcntl, hashlib, socket, uuid
 from .core import (CogsynthError, FileLock, JsonlManifest, atomic_write, barrier, check_choice, check_precision,
                            clean_stale_temps, dist_info, ensure_dir, environment_info, get_device, get_logger,
-                           init_distributed, markdown_table, progress, read_json, write_json)
+                           init_distributed, markdown_table, precision_dtype, progress, read_json, write_json)
 from .prompts import Job, describe_classes, make_plan, parse_size, plan_families, read_classes
 from PIL import Image
 
@@ -117,14 +117,12 @@ def pipeline_dtype(precision="auto", # auto (fp16 on CUDA, fp32 elsewhere), fp32
     import torch
     p = check_precision("auto" if precision is None else precision)
     if p == "auto": p = "fp16" if device is not None and torch.device(device).type == "cuda" else "fp32"
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
+    return precision_dtype(p)
 
 def dtype_kwarg() -> str:
     "The dtype keyword of `from_pretrained`: diffusers >= 0.42 takes `dtype=`, older versions `torch_dtype=`."
     try: from diffusers.utils.deprecation_utils import _resolve_dtype; return "dtype"
     except ImportError: return "torch_dtype"
-
-_dtype, _DTYPE_KW = pipeline_dtype, dtype_kwarg     # the old private names, kept for the benchmark until it moves
 
 # %% ../nbs/04_generate.ipynb #bb7bbfb4
 def check_model(model, # a local pipeline folder or a hub id

@@ -324,8 +324,6 @@ def parse_size(size,              # "WIDTHxHEIGHT", one int (square), a (width, 
     w, h = (size[0], size[0]) if len(size) == 1 else size
     return int(w), int(h)
 
-_size = parse_size     # the old private name, kept for callers outside this module
-
 # %% ../nbs/03_prompts.ipynb #bd1f05be
 def plan_families(prompt,           # one family spec, or a list of family names
                   domains=None,     # values of {domain}; default: each family's own

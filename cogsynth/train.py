@@ -6,7 +6,7 @@ Docs: https://cogsynth.github.io/cogsynth/train.html.md"""
 
 # %% ../nbs/07_train.ipynb #803ab895
 from __future__ import annotations
-import argparse, json, math, os, random, re, time, warnings
+import argparse, json, math, random, re, time, warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import NamedTuple
@@ -387,9 +387,6 @@ def train_loader(ds,                 # the training dataset
     return torch.utils.data.DataLoader(_SeededDataset(ds), batch_size=batch_size, sampler=seeded, num_workers=workers,
                                        drop_last=True, pin_memory=pin_memory, persistent_workers=workers > 0,
                                        prefetch_factor=4 if workers else None)
-def _train_loader(ds, sampler, batch_size, workers=0, seed=0, rank=0, pin_memory=False):
-    "The old private name and positional signature of `train_loader` (benchmarks/train_speed.py)."
-    return train_loader(ds, sampler, batch_size, workers=workers, seed=seed, rank=rank, pin_memory=pin_memory)
 
 # %% ../nbs/07_train.ipynb #72c71d95
 def _rng_state() -> dict:

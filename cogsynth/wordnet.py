@@ -129,8 +129,6 @@ def preview(items, # the values to list
     items = list(items)
     return ", ".join(map(str, items[:n])) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
-_preview = preview      # the old private name
-
 # %% ../nbs/01_wordnet.ipynb #f7bbd4f4
 def _timm_info(name:str) -> Path:
     import importlib.util

@@ -93,6 +93,8 @@ def test_execute_clean_and_check_agree(tmp_path, capsys):
     assert path.read_text() == before, "nbdev-clean changed a notebook the refresh tool wrote"
     assert rn.status(path)[0] == "fresh"
     assert rn.check([path], root=tmp_path) == 0
+    assert rn.check([path], max_mb=0.0, root=tmp_path) == 1                  # a fresh notebook over the size budget
+    assert "over the 0.0 MB budget" in capsys.readouterr().err
 
     assert subprocess.run([sys.executable, str(ROOT/"tools"/"refresh_notebooks.py"), "--root", str(tmp_path), "demo"],
                           capture_output=True, text=True).stdout.startswith("fresh, skipped: 01_demo")
@@ -102,7 +104,6 @@ def test_execute_clean_and_check_agree(tmp_path, capsys):
     assert rn.status(path)[0] == "stale"
     assert rn.check([path], root=tmp_path) == 1
     assert f"code cells changed since it was executed: run `{rn.REFRESH} 01_demo`" in capsys.readouterr().err
-    assert rn.check([path], max_mb=0.0, allow_unexecuted=True, root=tmp_path) == 1   # the size budget bites too
 
 
 def test_resolve_names(tmp_path):

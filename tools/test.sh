@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check CI runs, in order. Called by `bash setup.sh test` (which installs first) and by .ci/run.
 #   bash tools/test.sh            all checks
-#   bash tools/test.sh --quick    skip the slow tutorial runs in pytest (-m "not tutorial")
+#   bash tools/test.sh -k probe   extra arguments go to pytest (tests marked slow run only with --runslow)
 # COGSYNTH_ALLOW_UNEXECUTED=1 lets notebooks never executed by tools/refresh_notebooks.py pass the freshness check
 # (stale ones still fail); the committed tree has every notebook executed, so CI leaves it unset.
 set -euo pipefail
@@ -11,9 +11,11 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "notebooks are clean and the modules are exported (nbdev-clean, nbdev-export change nothing)"
 if git rev-parse --git-dir >/dev/null 2>&1; then
-  before=$(git status --porcelain -- nbs cogsynth; git diff -- nbs cogsynth | sha256sum)
+  tree_state() { { git status --porcelain -- nbs cogsynth; git diff -- nbs cogsynth
+                   git ls-files -oz --exclude-standard -- nbs cogsynth | xargs -0 -r sha256sum; } | sha256sum; }
+  before=$(tree_state)
   nbdev-clean && nbdev-export
-  after=$(git status --porcelain -- nbs cogsynth; git diff -- nbs cogsynth | sha256sum)
+  after=$(tree_state)
   if [ "$before" != "$after" ]; then
     echo "nbdev-clean or nbdev-export changed files: run them and commit the result"; git status --short -- nbs cogsynth; exit 1
   fi
