@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .core import CogsynthError, as_numpy, get_logger, progress, save_figure
+from .core import CogsynthError, as_numpy, distinct_colors, get_logger, progress, save_figure
 from .probe import check_features, extract_features, resolve_encoder
 
 # %% auto #0
@@ -154,19 +154,27 @@ def plot_genindex(results:dict,        # `{name: generalization_index(...)}`
                   ax=None,              # draw into this axis
                   show_seen:bool=True,  # dash the seen-class curves
                  ):
-    "NMI per layer (x: relative depth) for each model in `{name: generalization_index(...)}`."
+    "NMI per layer for each model in `{name: generalization_index(...)}`; x: the layer names, or relative depth when models differ."
     import matplotlib.pyplot as plt
-    if ax is None: fig, ax = plt.subplots(figsize=(6, 3.6))
+    if ax is None: fig, ax = plt.subplots(figsize=(6.4, 3.8))
     else: fig = ax.figure
-    for i, (name, r) in enumerate(results.items()):
-        n = len(r["curve"]); x = np.linspace(0, 1, n) if n > 1 else np.zeros(1)
+    taps = {tuple(c["layer"] for c in r["curve"]) for r in results.values()}
+    named = len(taps) == 1
+    for (name, r), color in zip(results.items(), distinct_colors(len(results))):
+        n = len(r["curve"]); x = np.arange(n) if named else (np.linspace(0, 1, n) if n > 1 else np.zeros(1))
         m = np.array([c["nmi"] for c in r["curve"]]); lo, hi = np.array([c["ci95"] for c in r["curve"]]).T
-        ax.plot(x, m, marker="o", color=f"C{i}", label=f"{name} (g={r['g']:.2f})")
-        ax.fill_between(x, lo, hi, color=f"C{i}", alpha=0.2)
+        ax.plot(x, m, marker="o", color=color, label=f"{name} (g={r['g']:.2f})")
+        ax.fill_between(x, lo, hi, color=color, alpha=0.2)
         if show_seen and "seen_curve" in r:
-            ax.plot(x, [c["nmi"] for c in r["seen_curve"]], ls="--", color=f"C{i}", lw=1, label=f"{name}, seen classes")
-    ax.set(xlabel="relative layer depth", ylabel="NMI (k-means vs labels)", title="generalization index per layer", ylim=(0, 1.02))
-    ax.legend(fontsize=8)
+            ax.plot(x, [c["nmi"] for c in r["seen_curve"]], ls="--", color=color, lw=1, label=f"{name}, seen classes")
+    if named:
+        names = next(iter(taps)); ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    seeds = sorted({len(r.get("seeds", [])) for r in results.values()})
+    band = f"band: 95% interval over {seeds[0]}{'' if len(seeds) == 1 else f'-{seeds[-1]}'} k-means seeds" if seeds and seeds[-1] > 1 else "one k-means seed"
+    ax.set(xlabel="layer (input to output)" if named else "relative layer depth (0: first tap, 1: last)",
+           ylabel="NMI of k-means vs labels (0-1)", ylim=(0, 1.02))
+    ax.set_title(f"Generalization index per layer ({band})", fontsize=10)
+    ax.legend(fontsize=8); ax.grid(alpha=0.3)
     fig.tight_layout()
     if path is not None: save_figure(fig, path, dpi=120)
     return fig
@@ -174,16 +182,19 @@ def plot_genindex(results:dict,        # `{name: generalization_index(...)}`
 def plot_g_over_training(results:dict, # `{checkpoint label: generalization_index(...)}`, in order
                          path=None,     # write the figure there (atomically; it is then closed)
                          ax=None,       # draw into this axis
+                         xlabel:str="checkpoint", # what the labels are, with their unit ("epoch")
                         ):
     "`g` (and `g_seen`) for each checkpoint in `{label: generalization_index(...)}`, in the given order."
     import matplotlib.pyplot as plt
-    if ax is None: fig, ax = plt.subplots(figsize=(5, 3.2))
+    if ax is None: fig, ax = plt.subplots(figsize=(5, 3.4))
     else: fig = ax.figure
     labels = [str(k) for k in results]
     ax.plot(labels, [r["g"] for r in results.values()], marker="o", label="g (unseen classes)")
     if all("g_seen" in r for r in results.values()):
         ax.plot(labels, [r["g_seen"] for r in results.values()], marker="s", ls="--", label="g (seen classes)")
-    ax.set(xlabel="checkpoint", ylabel="max NMI over layers", ylim=(0, 1.02)); ax.legend(fontsize=8)
+    ax.set(xlabel=xlabel, ylabel="g: max NMI over layers (0-1)", ylim=(0, 1.02))
+    ax.set_title("Generalization index over training", fontsize=10)
+    ax.legend(fontsize=8); ax.grid(alpha=0.3)
     fig.tight_layout()
     if path is not None: save_figure(fig, path, dpi=120)
     return fig

@@ -18,8 +18,8 @@ __all__ = ['PRECISIONS', 'CogsynthError', 'check_choice', 'check_precision', 'pr
            'resolve_auto_precision', 'is_quiet', 'get_logger', 'progress', 'ensure_dir', 'cogsynth_home', 'derive_seed',
            'seed_everything', 'get_device', 'DistInfo', 'dist_info', 'is_main_process', 'barrier', 'init_distributed',
            'rank_device', 'as_numpy', 'temp_path', 'atomic_write', 'write_json', 'read_json', 'clean_stale_temps',
-           'FileLock', 'JsonlManifest', 'markdown_table', 'write_table', 'save_figure', 'safe_name', 'environment_info',
-           'data_file']
+           'FileLock', 'JsonlManifest', 'markdown_table', 'write_table', 'save_figure', 'distinct_colors', 'safe_name',
+           'environment_info', 'data_file']
 
 # %% ../nbs/00_core.ipynb #68b6c7ee
 class CogsynthError(ValueError):
@@ -525,6 +525,15 @@ def save_figure(fig, # a matplotlib figure
         import matplotlib.pyplot as plt
         plt.close(fig)
     return Path(path)
+
+# %% ../nbs/00_core.ipynb #1a9ff306
+def distinct_colors(n:int, # how many lines, bars or groups
+                   ) -> list: # `n` RGBA tuples, no two alike
+    "`n` colours a reader can tell apart: tab10 up to 10, then tab20's light shades, then evenly spaced hues."
+    from matplotlib import colormaps
+    if n <= 10: return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20: return [colormaps["tab20"](i) for i in [*range(0, 20, 2), *range(1, 20, 2)]][:n]
+    return [colormaps["hsv"](i / n) for i in range(n)]
 
 # %% ../nbs/00_core.ipynb #bdecc3f2
 def safe_name(name:str, # a class name, a model name, anything

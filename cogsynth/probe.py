@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from .core import (CogsynthError, as_numpy, atomic_write, barrier, check_choice, check_precision, clean_stale_temps, cogsynth_home, cpu_has_bf16,
-                           derive_seed, ensure_dir, environment_info, get_device, get_logger, init_distributed,
+                           derive_seed, distinct_colors, ensure_dir, environment_info, get_device, get_logger, init_distributed,
                            precision_dtype, progress, rank_device, read_json, resolve_auto_precision, safe_name, save_figure, write_json,
                            temp_path)
 
@@ -943,7 +943,8 @@ def cog_benchmark(levels:dict,                       # `{name: (train, test)}`, 
             if fs is None:
                 fs = fewshot_probe(Xa, ya, Xb, yb, shots=shots, seeds=fewshot_seeds or seeds, solver=solver, trials=trials, device=device, **probe_kw)
                 if p is not None: save_result(p, {**fs, "identity": fs_id}, model=model, level=name)
-            entry["fewshot"] = {str(n): {k: v for k, v in a.items() if k != "runs"} for n, a in fs["shots"].items()}
+            entry["fewshot"] = {str(n): {**{k: v for k, v in a.items() if k != "runs"}, "runs": [{k: r[k] for k in ("seed", "top1")} for r in a["runs"]]}
+                                for n, a in fs["shots"].items()}
         res["levels"][name] = entry
     if folder is not None: write_json(folder/"cog.json", {**res, "environment": environment_info()})
     return res
@@ -965,6 +966,19 @@ def _baseline(results, baseline):
         if r["model"] == baseline: return r
     raise CogsynthError(f"baseline {baseline!r} is not among the models {[r['model'] for r in results]}")
 
+def _vs_baseline(entry:dict, base:dict) -> tuple[float, float]:
+    "Mean and std of top-1 minus the baseline's, paired by seed; the difference of means when under two seeds are shared."
+    a, b = ({r["seed"]: r["top1"] for r in e.get("runs", [])} for e in (entry, base))
+    shared = sorted(set(a) & set(b))
+    if len(shared) < 2: return entry["top1_mean"] - base["top1_mean"], 0.0
+    d = np.array([a[s] - b[s] for s in shared])
+    return float(d.mean()), float(d.std(ddof=1))
+
+def _seeds_note(counts) -> str:
+    "'mean ± std over 5 seeds' from the number of seeds of each curve."
+    n = sorted(set(counts)) or [0]
+    return "one seed" if n[-1] <= 1 else f"mean ± std over {n[0]}{'' if len(n) == 1 else f'-{n[-1]}'} seeds"
+
 def plot_cog(results:Sequence[dict],  # `cog_benchmark` results, one per model
              baseline:str|None=None,   # the model to draw the others relative to
              path=None,                # write the figure there (atomically; the figure is then closed)
@@ -972,15 +986,21 @@ def plot_cog(results:Sequence[dict],  # `cog_benchmark` results, one per model
     "Fig. 3.4: top-1 per level for each model (and relative to `baseline`)."
     import matplotlib.pyplot as plt
     base = _baseline(results, baseline)
-    fig, axes = plt.subplots(1, 2 if base else 1, figsize=(10 if base else 5, 3.6), squeeze=False)
-    for r in results:
+    fig, axes = plt.subplots(1, 2 if base else 1, figsize=(10 if base else 5, 3.8), squeeze=False)
+    for r, color in zip(results, distinct_colors(len(results))):
         lv = list(r["levels"]); m = np.array([r["levels"][l]["top1_mean"] for l in lv]); sd = np.array([r["levels"][l]["top1_std"] for l in lv])
-        axes[0, 0].errorbar(lv, m, yerr=sd, marker="o", capsize=3, label=r["model"])
-        if base: axes[0, 1].plot(lv, m - np.array([base["levels"][l]["top1_mean"] for l in lv]), marker="o", label=r["model"])
-    axes[0, 0].set(title="(a) linear probe, top-1", ylabel="top-1 (%)", xlabel="level"); axes[0, 0].legend(fontsize=8)
+        axes[0, 0].errorbar(lv, m, yerr=sd, marker="o", capsize=3, color=color, label=r["model"])
+        if base:
+            d, dsd = np.array([_vs_baseline(r["levels"][l], base["levels"][l]) for l in lv]).T
+            axes[0, 1].errorbar(lv, d, yerr=dsd, marker="o", capsize=3, color=color, label=r["model"])
+    axes[0, 0].set(title="(a) linear probe, top-1", ylabel="top-1 accuracy (%)", xlabel="level (seen, then less and less similar)")
+    axes[0, 0].legend(fontsize=8)
     if base:
         axes[0, 1].axhline(0, color="k", lw=0.8)
-        axes[0, 1].set(title=f"(b) relative to {baseline}", ylabel="top-1 difference (points)", xlabel="level")
+        axes[0, 1].set(title=f"(b) relative to {baseline}", ylabel=f"top-1 minus {baseline} (points)", xlabel="level (seen, then less and less similar)")
+        axes[0, 1].legend(fontsize=8)
+    for a in axes[0]: a.grid(alpha=0.3)
+    fig.suptitle(f"Linear probes per concept generalization level ({_seeds_note(len(r.get('seeds', [])) for r in results)})", fontsize=11)
     fig.tight_layout()
     if path is not None: save_figure(fig, path, dpi=120)
     return fig
@@ -993,27 +1013,34 @@ def plot_fewshot(results:Sequence[dict],       # `cog_benchmark` results with `s
                 ):
     "Fig. 3.5: few-shot top-1 against N per level (row 2: relative to `baseline`)."
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import NullLocator
     base = _baseline(results, baseline)
     levels = list(levels or [l for l, e in results[0]["levels"].items() if "fewshot" in e])
     if not levels: raise CogsynthError("no few-shot results: run cog_benchmark with shots=[1, 2, 4, ...]")
     rows = 2 if base else 1
-    fig, axes = plt.subplots(rows, len(levels), figsize=(3.4 * len(levels), 3.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, len(levels), figsize=(3.4 * len(levels), 3.0 * rows + 0.6), squeeze=False)
+    colors = distinct_colors(len(results))
     for j, lv in enumerate(levels):
-        for k, r in enumerate(results):
-            e = r["levels"][lv]; ns = sorted(int(n) for n in e["fewshot"]); color = f"C{k}"
-            acc = np.array([e["fewshot"][str(n)]["top1_mean"] for n in ns])
-            axes[0, j].plot(ns, acc, marker="o", color=color, label=r["model"])
+        for r, color in zip(results, colors):
+            e = r["levels"][lv]; ns = sorted(int(n) for n in e["fewshot"]); fs = [e["fewshot"][str(n)] for n in ns]
+            axes[0, j].errorbar(ns, [a["top1_mean"] for a in fs], yerr=[a["top1_std"] for a in fs], marker="o", capsize=3, color=color)
             axes[0, j].axhline(e["top1_mean"], color=color, ls="--", lw=0.8)
             if base:
-                b = base["levels"][lv]
-                axes[1, j].plot(ns, acc - np.array([b["fewshot"][str(n)]["top1_mean"] for n in ns]), marker="o", color=color)
-        axes[0, j].set(title=lv, xscale="log", xlabel="N per class", ylabel="top-1 (%)" if j == 0 else None)
+                d, dsd = np.array([_vs_baseline(a, base["levels"][lv]["fewshot"][str(n)]) for n, a in zip(ns, fs)]).T
+                axes[1, j].errorbar(ns, d, yerr=dsd, marker="o", capsize=3, color=color)
+        axes[0, j].set(title=lv, xscale="log", xlabel="training images per class (N)", ylabel="top-1 accuracy (%)" if j == 0 else None)
         axes[0, j].set_xticks(ns, [str(n) for n in ns])
         if base:
             axes[1, j].axhline(0, color="k", lw=0.8)
-            axes[1, j].set(xscale="log", xlabel="N per class", ylabel=f"vs {baseline}" if j == 0 else None)
+            axes[1, j].set(xscale="log", xlabel="training images per class (N)", ylabel=f"top-1 minus {baseline}\n(points)" if j == 0 else None)
             axes[1, j].set_xticks(ns, [str(n) for n in ns])
-    axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
+        for a in axes[:, j]: a.grid(alpha=0.3); a.xaxis.set_minor_locator(NullLocator())   # N's own ticks only, no 2x10^0
+    handles = [Line2D([], [], color=c, marker="o", label=r["model"]) for r, c in zip(results, colors)]
+    handles.append(Line2D([], [], color="0.4", ls="--", lw=0.8, label="all training images"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    seeds = _seeds_note(len(a.get("runs", [])) for r in results for lv in levels for a in r["levels"][lv]["fewshot"].values())
+    fig.suptitle(f"Few-shot linear probes per level ({seeds})", fontsize=11)
+    fig.tight_layout(rect=(0, 0.35 / (3.0 * rows + 0.6), 1, 1))
     if path is not None: save_figure(fig, path, dpi=120)
     return fig

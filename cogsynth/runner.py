@@ -9,17 +9,17 @@ from __future__ import annotations
 import ast, io, itertools, json, math, os, re, signal, subprocess, sys, threading, time
 from pathlib import Path
 
-from .core import (CogsynthError, FileLock, atomic_write, check_choice, clean_stale_temps, ensure_dir, environment_info, get_logger,
+from .core import (CogsynthError, FileLock, atomic_write, check_choice, clean_stale_temps, distinct_colors, ensure_dir, environment_info, get_logger,
                            markdown_table, progress, read_json, save_figure, write_json, write_table)
 
 # %% auto #0
-__all__ = ['SWEEP_RESERVED', 'RUN_RECORD', 'SWEEP_EPILOG', 'tutorials_dir', 'list_tutorials', 'tutorial_name', 'LineStream',
-           'run_tutorial', 'select_tutorials', 'finished_results', 'write_summary', 'write_report_if_available',
-           'run_tutorials', 'cli_run_args', 'cli_run', 'resolve_notebook', 'split_values', 'parse_grid',
-           'notebook_parameters', 'typed_value', 'check_grid', 'plan_runs', 'run_folder_name', 'run_key', 'run_record',
-           'is_finished', 'all_cells_completed', 'run_one', 'device_slots', 'slot_environment', 'execute_runs',
-           'flatten', 'run_row', 'resolve_metric', 'aggregate', 'plot_sweep', 'write_sweep_tables', 'summarize_sweep',
-           'sweep', 'cli_sweep_args', 'cli_sweep']
+__all__ = ['SWEEP_RESERVED', 'RUN_RECORD', 'METRIC_UNITS', 'SWEEP_EPILOG', 'tutorials_dir', 'list_tutorials', 'tutorial_name',
+           'LineStream', 'run_tutorial', 'select_tutorials', 'finished_results', 'write_summary',
+           'write_report_if_available', 'run_tutorials', 'cli_run_args', 'cli_run', 'resolve_notebook', 'split_values',
+           'parse_grid', 'notebook_parameters', 'typed_value', 'check_grid', 'plan_runs', 'run_folder_name', 'run_key',
+           'run_record', 'is_finished', 'all_cells_completed', 'run_one', 'device_slots', 'slot_environment',
+           'execute_runs', 'flatten', 'run_row', 'resolve_metric', 'aggregate', 'metric_label', 'plot_sweep',
+           'write_sweep_tables', 'summarize_sweep', 'sweep', 'cli_sweep_args', 'cli_sweep']
 
 # %% ../nbs/11_runner.ipynb #58ff4da0
 def tutorials_dir() -> Path:
@@ -555,11 +555,21 @@ def _is_number(text:str) -> bool:
     try: float(text); return True
     except ValueError: return False
 
+METRIC_UNITS = {"top1": "%", "top5": "%", "acc": "%", "accuracy": "%", "mean_per_class": "%", "nmi": "0-1", "seconds": "s", "time_s": "s"}
+
+def metric_label(metric:str, # a result column, e.g. `synthetic_digits.findings.best_synthetic_top1`
+                ) -> str:    # its last part, with the unit its name implies: `best_synthetic_top1 (%)`
+    "An axis label for a result column: the unit comes from the name's last word (`METRIC_UNITS`), none when it says nothing."
+    name = metric.rsplit(".", 1)[-1]
+    unit = next((u for k, u in METRIC_UNITS.items() if name == k or name.endswith("_" + k)), None)
+    return f"{name} ({unit})" if unit else name
+
 def plot_sweep(agg:list[dict],         # `aggregate`'s rows
                metric:str,              # the column to plot
                x:str,                   # the axis on the x axis
                others:list[str],        # the axes that make one line each
                path,                    # the PNG to write
+               ylabel:str|None=None,    # the y axis label (default: `metric_label(metric)`)
               ) -> Path:
     "Step 7's figure: `metric` mean ± std against axis `x`, one line per combination of `others`."
     import matplotlib.pyplot as plt
@@ -569,18 +579,18 @@ def plot_sweep(agg:list[dict],         # `aggregate`'s rows
     fig, ax = plt.subplots(figsize=(7, 4))
     lines = {}
     for r in agg: lines.setdefault(tuple(_text(r[o]) for o in others), []).append(r)
-    for i, (combo, rs) in enumerate(lines.items()):
+    for (combo, rs), color in zip(lines.items(), distinct_colors(len(lines))):
         label = ", ".join(f"{o}={v}" for o, v in zip(others, combo)) or None
         curve = [r for r in rs if numeric or _is_number(_text(r[x]))]     # a text value ("random") is a point of its own
         for part, style in ((curve, "-"), ([r for r in rs if r not in curve], "none")):
             if part: ax.errorbar([where(r) for r in part], [r[f"{metric}_mean"] for r in part], yerr=[r[f"{metric}_std"] for r in part],
-                                 marker="o" if style == "-" else "D", capsize=4, linestyle=style, color=f"C{i % 10}",
+                                 marker="o" if style == "-" else "D", capsize=4, linestyle=style, color=color,
                                  label=label if part is curve or not curve else None)
     if not numeric: ax.set_xticks(range(len(xs)), xs)
     ns = sorted({r["n"] for r in agg})
     seeds = "one run each" if ns[-1] <= 1 else f"mean ± std over {ns[0]}{'' if len(ns) == 1 else f'-{ns[-1]}'} seeds"
     name = metric.rsplit(".", 1)[-1]
-    ax.set(xlabel=x, ylabel=name); ax.set_title(f"{name} against {x} ({seeds})", fontsize=10)
+    ax.set(xlabel=x, ylabel=ylabel or metric_label(metric)); ax.set_title(f"{name} against {x} ({seeds})", fontsize=10)
     if len(lines) > 1: ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

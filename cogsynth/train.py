@@ -15,7 +15,7 @@ import numpy as np
 
 from .data import IMAGENET_MEAN, normalize_batch
 from .core import (CogsynthError, atomic_write, barrier, check_choice, check_precision, clean_stale_temps, derive_seed,
-                           dist_info, ensure_dir, environment_info, get_device, get_logger, init_distributed, is_quiet,
+                           dist_info, distinct_colors, ensure_dir, environment_info, get_device, get_logger, init_distributed, is_quiet,
                            precision_dtype, progress, resolve_auto_precision, save_figure, seed_everything, write_json)
 
 # %% auto #0
@@ -663,22 +663,37 @@ def read_metrics(out_dir, # a run folder of `train`
 
 def plot_metrics(runs,               # one run's metrics (a list), or {name: metrics}
                  path=None,          # a PNG to write (atomically); None: only return the figure
-                 title:str|None=None, # figure title
+                 title:str|None=None, # figure title (default: "training curves")
                 ):
     "Plot loss, top-1 and lr per epoch for one run (a metrics list) or several ({name: metrics}); save to `path`."
-    import matplotlib; import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
     runs = runs if isinstance(runs, dict) else {"run": runs}
-    fig, axs = plt.subplots(1, 3, figsize=(12, 3.2))
+    colors = dict(zip(runs, distinct_colors(len(runs))))
+    key_h = 0.2 * ((len(runs) + 2) // 3) + 0.1 if len(runs) > 1 else 0     # inches for the runs' key, three to a row
+    fig, axs = plt.subplots(1, 3, figsize=(12, 3.4 + key_h))
     for name, ms in runs.items():
-        ep = [m["epoch"] for m in ms]
-        axs[0].plot(ep, [m["loss"] for m in ms], marker=".", label=name)
-        if any(m.get("val_top1") is not None for m in ms): axs[1].plot(ep, [m.get("val_top1") for m in ms], marker=".", label=f"{name} val")
-        axs[1].plot(ep, [m.get("train_top1") for m in ms], ls=":", label=f"{name} train")
-        axs[2].plot(ep, [m["lr"] for m in ms], label=name)
-    for a, t in zip(axs, ["training loss", "top-1 (%)", "learning rate (end of epoch)"]): a.set_title(t); a.set_xlabel("epoch")
-    axs[1].legend(fontsize=7); axs[0].legend(fontsize=7)
-    if title: fig.suptitle(title)
-    fig.tight_layout()
+        ep = [m["epoch"] for m in ms]; c = colors[name]
+        axs[0].plot(ep, [m["loss"] for m in ms], marker=".", color=c, label=name)
+        if any(m.get("val_top1") is not None for m in ms): axs[1].plot(ep, [m.get("val_top1") for m in ms], marker=".", color=c)
+        axs[1].plot(ep, [m.get("train_top1") for m in ms], ls=":", color=c)
+    schedules = {tuple(m["lr"] for m in ms) for ms in runs.values()}
+    if len(schedules) == 1:                      # one schedule for every run: draw it once, not once per run on top of itself
+        ms = next(iter(runs.values())); axs[2].plot([m["epoch"] for m in ms], [m["lr"] for m in ms], color="k")
+        if len(runs) > 1: axs[2].text(0.97, 0.95, f"the same for all {len(runs)} runs", transform=axs[2].transAxes, ha="right", va="top", fontsize=8)
+    else:
+        for name, ms in runs.items(): axs[2].plot([m["epoch"] for m in ms], [m["lr"] for m in ms], color=colors[name])
+    axs[0].set(title="training loss", ylabel="cross-entropy (nats per image)")
+    axs[1].set(title="top-1", ylabel="top-1 accuracy (%)")
+    axs[2].set(title="learning rate (end of epoch)", ylabel="learning rate")
+    for a in axs: a.set_xlabel("epoch"); a.grid(alpha=0.3); a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axs[1].legend([Line2D([], [], color="0.3", marker="."), Line2D([], [], color="0.3", ls=":")], ["validation", "training"], fontsize=8)
+    fig.suptitle(title or "training curves")
+    if len(runs) > 1:                            # the runs' key below the panels, where it covers no curve
+        fig.legend(handles=[Line2D([], [], color=colors[n], marker=".", label=n) for n in runs], loc="lower center", ncol=3, fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, key_h / (3.4 + key_h), 1, 1))
+    else: fig.tight_layout()
     if path is not None: save_figure(fig, path, dpi=90, close=False)
     return fig
 
