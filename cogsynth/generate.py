@@ -14,8 +14,8 @@ from typing import Callable, Sequence
 
 import fcntl, hashlib, socket, uuid
 from .core import (CogsynthError, FileLock, JsonlManifest, atomic_write, barrier, check_choice, check_precision,
-                           clean_stale_temps, dist_info, ensure_dir, environment_info, get_device, get_logger,
-                           init_distributed, markdown_table, precision_dtype, progress, read_json, write_json)
+                           clean_stale_temps, dist_info, ensure_dir, environment_info, get_logger,
+                           init_distributed, markdown_table, precision_dtype, progress, rank_device, read_json, write_json)
 from .prompts import Job, describe_classes, make_plan, parse_size, plan_families, read_classes
 from PIL import Image
 
@@ -167,7 +167,7 @@ def native_size(model,                  # a loaded pipeline, a local pipeline fo
 # %% ../nbs/04_generate.ipynb #5e5b5efb
 def load_pipeline(model,                          # a local pipeline folder or a hub id
                   *,
-                  device="auto",                  # "auto", "cpu", "cuda" or "cuda:N"
+                  device="auto",                  # "auto", "cpu", "cuda" or "cuda:N"; under torchrun, auto and cuda mean cuda:LOCAL_RANK
                   precision="auto",               # auto (fp16 on CUDA, fp32 on CPU), fp32, bf16 or fp16
                   scheduler:str|None=None,        # a `SCHEDULERS` name; None keeps the pipeline's own
                   safety_checker:bool=False,      # load the pipeline's safety checker
@@ -180,7 +180,7 @@ def load_pipeline(model,                          # a local pipeline folder or a
     from diffusers import DiffusionPipeline
     model_id = check_model(model)
     if scheduler is not None: scheduler_name(scheduler)
-    device = get_device(device); torch_dtype = pipeline_dtype(precision, device)
+    device = rank_device(device); torch_dtype = pipeline_dtype(precision, device)
     kwargs = {dtype_kwarg(): torch_dtype}
     if revision: kwargs["revision"] = revision
     try:
@@ -727,11 +727,7 @@ def _cli_generate(args) -> int:
         print(markdown_table([{"id": j.id, "family": j.family, "guidance": j.guidance, "seed": j.seed, "size": f"{j.width}x{j.height}",
                                "prompt": j.prompt[:70]} for j in plan[:10]], floatfmt="g"))
         print(f"\n{len(plan)} jobs"); return 0
-    device = args.device
-    if device == "auto" and "LOCAL_RANK" in os.environ:
-        import torch
-        if torch.cuda.is_available(): device = f"cuda:{dist_info().local_rank}"
-    s = generate(plan, args.model, args.out, batch_size=args.batch_size, device=device, precision=args.precision, scheduler=args.scheduler,
+    s = generate(plan, args.model, args.out, batch_size=args.batch_size, device=args.device, precision=args.precision, scheduler=args.scheduler,
                  safety_checker=args.safety_checker, resize=args.resize, image_format=args.format, quality=args.quality,
                  revision=args.revision, compile=args.compile, allow_plan_change=args.allow_plan_change)
     keys = ("images", "generated", "skipped", "by_other_writers", "seconds", "images_per_s", "flagged")

@@ -21,7 +21,7 @@ def _plan(per_class):
     return make_plan(CLASSES.split(","), per_class, prompt="a photo of a {name}", guidance="random", steps=4, size=16, seed=3)
 
 def _torchrun(model, out, per_class, batch_size=2, **popen):
-    cmd = [str(BIN/"torchrun"), "--nproc-per-node", "2", "--master-port", str(_free_port()),
+    cmd = [str(BIN/"torchrun"), "--standalone", "--nproc-per-node", "2",     # standalone: torchrun picks and holds a free port
            str(BIN/"cogsynth"), "generate", "--classes", CLASSES, "--per-class", str(per_class), "--prompt", "a photo of a {name}",
            "--guidance", "random", "--steps", "4", "--size", "16", "--seed", "3", "--model", str(model), "--out", str(out),
            "--batch-size", str(batch_size), "--device", "cpu"]
@@ -36,10 +36,6 @@ def _cli(*args):
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): rc = main(["generate", *map(str, args)])
     return types.SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
-
-def _free_port():
-    import socket
-    with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
 def _descendants(pid):
     "Process ids below `pid` (torchrun starts its workers in their own sessions, so killpg misses them)."
