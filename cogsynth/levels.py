@@ -514,8 +514,8 @@ def plot_level_ranges(manifest:dict, # a level manifest
         sims = np.array([x["similarity"] for x in l["concepts"]])
         ax.barh(y, l["similarity_max"] - l["similarity_min"], left=l["similarity_min"], height=0.6, color=c, alpha=0.25)
         ax.scatter(sims, y + rng.uniform(-0.22, 0.22, len(sims)), s=3, color=c, alpha=0.6, linewidths=0)
-        for j, r in enumerate(by_level.get(l["name"], [])):
-            ax.annotate(r["concept"], (r["similarity"], y + 0.3), xytext=(0, 3 + 9 * (j % 2)), textcoords="offset points",
+        for j, r in enumerate(by_level.get(l["name"], [])):     # one row of text per example: a narrow level cannot overlap them
+            ax.annotate(r["concept"], (r["similarity"], y + 0.3), xytext=(0, 3 + 9 * j), textcoords="offset points",
                         ha="center", fontsize=7, arrowprops={"arrowstyle": "-", "color": c, "lw": 0.6})
     ax.set_yticks(range(len(levels)), [f"{l['name']}\n{l['similarity_min']:.3f}-{l['similarity_max']:.3f}" for l in reversed(levels)])
     ax.set_ylim(-0.6, len(levels) - 0.1)
