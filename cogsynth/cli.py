@@ -69,8 +69,9 @@ def name_flags(message:str,                    # an error message from library c
         flags = [o for o in a.option_strings if o.startswith("--")]
         if not flags or a.dest in ("help", argparse.SUPPRESS): continue
         flag, pat = flags[0], rf"(?<![\w.-]){re.escape(a.dest)}="
-        if isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
-            message = re.sub(pat + r"(True|False)\b", flag, message)
+        if isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction)):   # only the value the switch sets
+            message = re.sub(pat + ("True" if isinstance(a, argparse._StoreTrueAction) else "False") + r"\b", flag, message)
+            continue
         message = re.sub(pat, flag + "=", message)
     return message
 

@@ -18,8 +18,8 @@ __all__ = ['PRECISIONS', 'CogsynthError', 'check_choice', 'check_precision', 'pr
            'resolve_auto_precision', 'is_quiet', 'get_logger', 'progress', 'ensure_dir', 'cogsynth_home', 'derive_seed',
            'seed_everything', 'get_device', 'DistInfo', 'dist_info', 'is_main_process', 'barrier', 'init_distributed',
            'rank_device', 'as_numpy', 'temp_path', 'atomic_write', 'write_json', 'read_json', 'clean_stale_temps',
-           'FileLock', 'JsonlManifest', 'markdown_table', 'write_table', 'save_figure', 'distinct_colors', 'safe_name',
-           'environment_info', 'data_file']
+           'FileLock', 'JsonlManifest', 'markdown_table', 'write_table', 'save_figure', 'distinct_colors',
+           'seeds_caption', 'safe_name', 'environment_info', 'data_file']
 
 # %% ../nbs/00_core.ipynb #68b6c7ee
 class CogsynthError(ValueError):
@@ -534,6 +534,14 @@ def distinct_colors(n:int, # how many lines, bars or groups
     if n <= 10: return [colormaps["tab10"](i) for i in range(n)]
     if n <= 20: return [colormaps["tab20"](i) for i in [*range(0, 20, 2), *range(1, 20, 2)]][:n]
     return [colormaps["hsv"](i / n) for i in range(n)]
+
+# %% ../nbs/00_core.ipynb #7ce221fb
+def seeds_caption(counts, # the number of seeds behind each point or curve
+                  single:str="one seed", # the caption when no point has two
+                 ) -> str:
+    "'mean ± std over 3 seeds' ('2-3 seeds' when the counts differ), or `single`."
+    n = sorted(set(counts)) or [0]
+    return single if n[-1] <= 1 else f"mean ± std over {n[0]}{'' if len(n) == 1 else f'-{n[-1]}'} seeds"
 
 # %% ../nbs/00_core.ipynb #bdecc3f2
 def safe_name(name:str, # a class name, a model name, anything

@@ -42,11 +42,8 @@ def digits_classes(classes="all", # a split name ('all', 'seen' 0-4, 'unseen' 5-
                   ) -> list[int]:
     "The sorted digit classes named by `classes`."
     if isinstance(classes, str) and "," not in classes and not classes.strip().isdigit():
-        if classes not in DIGITS_CLASS_SPLITS:
-            close = difflib.get_close_matches(classes, DIGITS_CLASS_SPLITS, n=1)
-            raise CogsynthError(f"unknown digits class split {classes!r}: use one of {sorted(DIGITS_CLASS_SPLITS)} or a list of digits 0-9 such as '0,1,2'"
-                                + (f" (did you mean {close[0]!r}?)" if close else ""))
-        return list(DIGITS_CLASS_SPLITS[classes])
+        try: return list(DIGITS_CLASS_SPLITS[check_choice("classes", classes, DIGITS_CLASS_SPLITS)])
+        except CogsynthError as e: raise CogsynthError(f"{e}; or a list of digits 0-9 such as '0,1,2'") from None
     items = [c.strip() for c in classes.split(",")] if isinstance(classes, str) else list(classes)
     bad = [c for c in items if not (isinstance(c, (int, np.integer)) or str(c).isdigit()) or not 0 <= int(c) <= 9]
     if bad or not items: raise CogsynthError(f"digits classes {classes!r} are not digits 0-9 (bad: {bad[:3]}): pass e.g. '0,1,2', [0, 1, 2] or 'seen'")

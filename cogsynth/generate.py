@@ -6,7 +6,7 @@ Docs: https://cogsynth.github.io/cogsynth/generate.html.md"""
 
 # %% ../nbs/04_generate.ipynb #21016927
 from __future__ import annotations
-import contextlib, json, os, re, time
+import contextlib, json, os, time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ __all__ = ['SD_SCHEDULER', 'SCHEDULERS', 'SCHEMA', 'write_byte_tokenizer', 'tiny
            'pipeline_dtype', 'dtype_kwarg', 'check_model', 'native_size', 'load_pipeline', 'manifest_files',
            'read_manifest', 'manifest_meta', 'shard_info', 'Run', 'check_run', 'job_identity', 'plan_identity',
            'plan_differences', 'describe_differences', 'check_plan', 'pending_jobs', 'generate_batch', 'record_batch',
-           'generate', 'contact_sheet', 'summarize', 'cli_generate_args', 'cli_message', 'cli_generate']
+           'generate', 'contact_sheet', 'summarize', 'cli_generate_args', 'cli_generate']
 
 # %% ../nbs/04_generate.ipynb #15c3be56
 def _byte_symbols() -> list[str]:
@@ -578,7 +578,7 @@ def generate(plan:Sequence[Job],            # the jobs, from `make_plan`
             pipe = model if not isinstance(model, (str, Path)) else load_pipeline(
                 model, device=device, precision=precision, scheduler=run.scheduler, revision=revision, channels_last=channels_last,
                 compile=compile, safety_checker=safety_checker not in ("off", None, False) and not callable(safety_checker))
-            if run.scheduler is not None: set_scheduler(pipe, run.scheduler)
+            if run.scheduler is not None and pipe is model: set_scheduler(pipe, run.scheduler)   # load_pipeline already set it
             info = _pipe_info(pipe, model) | ({"scheduler": run.scheduler} if run.scheduler else {})
             check_plan(records, run, model=info["model"], scheduler=info["scheduler"], allow_plan_change=allow_plan_change)
             check = _safety_fn(pipe, safety_checker)
@@ -673,42 +673,31 @@ def summarize(out_dir,                    # a generation output folder
 def cli_generate_args(p, # the `generate` sub-parser
                      ):
     "Add `cogsynth generate`'s options to `p`."
-    d = " (default: %(default)s)"
     p.add_argument("--classes", required=True, help="class file (wnid/name per line, or key<TAB>phrasing), a level (imagenet-cog:L1, PATH/levels.json:L3) or comma-separated wnids/names")
     p.add_argument("--per-class", type=int, required=True, help="images per class")
     p.add_argument("--prompt", action="append", default=None, help="prompt family (c, c_hc, c_dc, c_hc_b, base, class, multi_domain, eurosat, all) or a template with {name}; repeat to mix families (default: c)")
     p.add_argument("--domains", default=None, help="comma-separated values of {domain} for your templates (default: the family's)")
-    p.add_argument("--guidance", default="7.5", help="7.5, 2, random (integer in [1,5] per image), uniform:1:5, or a list 1,2,7.5" + d)
-    p.add_argument("--steps", type=int, default=50, help="denoising steps" + d)
+    p.add_argument("--guidance", default="7.5", help="7.5, 2, random (integer in [1,5] per image), uniform:1:5, or a list 1,2,7.5")
+    p.add_argument("--steps", type=int, default=50, help="denoising steps")
     p.add_argument("--size", default=None, help="generated WIDTHxHEIGHT, one int for a square, 'native', or 'thesis' (512x384) (default: native, the model's UNet sample size x VAE scale factor)")
     p.add_argument("--negative-prompt", default="", help="negative prompt for every image (default: none)")
-    p.add_argument("--seed", type=int, default=0, help="base seed; image seeds derive from (seed, class, index)" + d)
+    p.add_argument("--seed", type=int, default=0, help="base seed; image seeds derive from (seed, class, index)")
     p.add_argument("--model", required=True, help="diffusers pipeline folder or hub id")
-    p.add_argument("--revision", default=None, help="hub revision" + d)
+    p.add_argument("--revision", default=None, help="hub revision")
     p.add_argument("--scheduler", default=None, help=f"one of {', '.join(SCHEDULERS)} (default: the pipeline's own)")
     p.add_argument("--out", required=True, help="output folder (a rerun with the same plan resumes it)")
-    p.add_argument("--allow-plan-change", action="store_true", help="go on when --out holds images of another plan: keep them and generate only the missing ids with this plan" + d)
-    p.add_argument("--batch-size", type=int, default=8, help="images per pipeline call" + d)
+    p.add_argument("--allow-plan-change", action="store_true", help="go on when --out holds images of another plan: keep them and generate only the missing ids with this plan")
+    p.add_argument("--batch-size", type=int, default=8, help="images per pipeline call")
     p.add_argument("--resize", default=None, help="anti-aliased downscale: N (square) or WIDTHxHEIGHT (default: keep the generated size)")
-    p.add_argument("--format", default="png", choices=["png", "jpg"], help="image format" + d)
-    p.add_argument("--quality", type=int, default=95, help="JPEG quality" + d)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N; under torchrun: cuda:LOCAL_RANK" + d)
-    p.add_argument("--precision", "--dtype", dest="precision", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, bf16 or fp16" + d)
-    p.add_argument("--compile", action="store_true", help="torch.compile the UNet" + d)
-    p.add_argument("--safety-checker", default="off", choices=["off", "flag", "replace"], help="off, flag (record, keep image) or replace (pipeline's black images, recorded)" + d)
-    p.add_argument("--dry-run", action="store_true", help="print the plan's first jobs and exit" + d)
+    p.add_argument("--format", dest="image_format", default="png", choices=["png", "jpg"], help="image format")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N; under torchrun: cuda:LOCAL_RANK")
+    p.add_argument("--precision", "--dtype", dest="precision", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, bf16 or fp16")
+    p.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+    p.add_argument("--safety-checker", default="off", choices=["off", "flag", "replace"], help="off, flag (record, keep image) or replace (pipeline's black images, recorded)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan's first jobs and exit")
 
 # %% ../nbs/04_generate.ipynb #fe99e1f2
-_FLAGS = {"per_class": "--per-class", "batch_size": "--batch-size", "image_format": "--format", "quality": "--quality",
-          "size": "--size", "resize": "--resize", "guidance": "--guidance", "steps": "--steps", "precision": "--precision",
-          "scheduler": "--scheduler", "safety_checker": "--safety-checker"}
-
-def cli_message(msg:str, # an error message written for Python callers
-               ) -> str:
-    "The message with Python argument names replaced by `cogsynth generate`'s flags."
-    msg = msg.replace("allow_plan_change=True", "--allow-plan-change")
-    return re.sub(r"(?<![\w-])(" + "|".join(_FLAGS) + r")=", lambda m: _FLAGS[m.group(1)] + "=", msg)
-
 def _cli_plan(args) -> list[Job]:
     prompts, domains = args.prompt or ["c"], args.domains.split(",") if args.domains else None
     prompt = prompts if len(prompts) > 1 else prompts[0]
@@ -719,7 +708,9 @@ def _cli_plan(args) -> list[Job]:
     return make_plan(infos, args.per_class, prompt=prompt, guidance=args.guidance, steps=args.steps, size=size,
                      seed=args.seed, negative_prompt=args.negative_prompt, domains=domains)
 
-def _cli_generate(args) -> int:
+def cli_generate(args, # the parsed `cogsynth generate` options
+                ) -> int:
+    "`cogsynth generate`: make the plan from the flags, then `generate` it (`cogsynth.cli.main` names the flags in errors)."
     check_precision(args.precision, flag="--precision")
     if args.scheduler is not None: scheduler_name(args.scheduler, flag="--scheduler")
     plan = _cli_plan(args)
@@ -728,14 +719,8 @@ def _cli_generate(args) -> int:
                                "prompt": j.prompt[:70]} for j in plan[:10]], floatfmt="g"))
         print(f"\n{len(plan)} jobs"); return 0
     s = generate(plan, args.model, args.out, batch_size=args.batch_size, device=args.device, precision=args.precision, scheduler=args.scheduler,
-                 safety_checker=args.safety_checker, resize=args.resize, image_format=args.format, quality=args.quality,
+                 safety_checker=args.safety_checker, resize=args.resize, image_format=args.image_format, quality=args.quality,
                  revision=args.revision, compile=args.compile, allow_plan_change=args.allow_plan_change)
     keys = ("images", "generated", "skipped", "by_other_writers", "seconds", "images_per_s", "flagged")
     print(json.dumps({k: s[k] if k in s else s["runs"][0].get(k) for k in keys} if s.get("schema") else s))
     return 0
-
-def cli_generate(args, # the parsed `cogsynth generate` options
-                ) -> int:
-    "`cogsynth generate`: make the plan from the flags, then `generate` it."
-    try: return _cli_generate(args)
-    except CogsynthError as e: raise CogsynthError(cli_message(str(e))) from None

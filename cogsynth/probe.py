@@ -14,7 +14,7 @@ import numpy as np
 
 from .core import (CogsynthError, as_numpy, atomic_write, barrier, check_choice, check_precision, clean_stale_temps, cogsynth_home, cpu_has_bf16,
                            derive_seed, distinct_colors, ensure_dir, environment_info, get_device, get_logger, init_distributed,
-                           precision_dtype, progress, rank_device, read_json, resolve_auto_precision, safe_name, save_figure, write_json,
+                           precision_dtype, progress, rank_device, read_json, resolve_auto_precision, safe_name, save_figure, seeds_caption, write_json,
                            temp_path)
 
 # %% auto #0
@@ -258,7 +258,7 @@ SGD_SPACE = {"lr": (1e-1, 1e2), "wd": (1e-12, 1e-4)}
 LBFGS_SPACE = {"C": (1e-5, 1e6)}
 SOLVERS = ("sgd", "lbfgs")
 
-def _check_solver(solver, flag=None): return check_choice("solver", solver, SOLVERS, flag=flag)
+def _check_solver(solver): return check_choice("solver", solver, SOLVERS)
 
 class _small_problem_threads:
     "One CPU thread while fitting small problems: thread wake-ups cost more than tiny matrix products gain."
@@ -504,12 +504,13 @@ def load_features(path,                # a sidecar JSON, or a features folder wi
     "Features from a sidecar JSON (or a folder plus `layer`); every file is checked before use."
     path = Path(path)
     if path.is_dir():
-        avail = sorted(read_sidecar(p).get("layer") for p in path.glob("*.json") if not p.name.startswith("."))
+        folder = path
+        avail = lambda: sorted(read_sidecar(p).get("layer") for p in folder.glob("*.json") if not p.name.startswith("."))   # read only when needed
         if layer is None:
-            if len(avail) != 1: raise CogsynthError(f"{path} holds features of layers {avail}: pass layer=")
-            layer = avail[0]
+            if len(layers := avail()) != 1: raise CogsynthError(f"{path} holds features of layers {layers}: pass layer=")
+            layer = layers[0]
         path = path/f"{_layer_file(layer)}.json"
-        if not path.exists(): raise CogsynthError(f"no features of layer {layer!r} in {path.parent}: available layers are {avail}")
+        if not path.exists(): raise CogsynthError(f"no features of layer {layer!r} in {path.parent}: available layers are {avail()}")
     if not path.exists(): raise CogsynthError(f"no features sidecar at {path}: extract features first (cogsynth probe --model ...)")
     meta = read_sidecar(path)
     X, y = _load_array(path.parent/meta["file"], mmap), _load_array(path.parent/meta["labels"], False)
@@ -974,11 +975,6 @@ def _vs_baseline(entry:dict, base:dict) -> tuple[float, float]:
     d = np.array([a[s] - b[s] for s in shared])
     return float(d.mean()), float(d.std(ddof=1))
 
-def _seeds_note(counts) -> str:
-    "'mean ± std over 5 seeds' from the number of seeds of each curve."
-    n = sorted(set(counts)) or [0]
-    return "one seed" if n[-1] <= 1 else f"mean ± std over {n[0]}{'' if len(n) == 1 else f'-{n[-1]}'} seeds"
-
 def plot_cog(results:Sequence[dict],  # `cog_benchmark` results, one per model
              baseline:str|None=None,   # the model to draw the others relative to
              path=None,                # write the figure there (atomically; the figure is then closed)
@@ -1000,7 +996,7 @@ def plot_cog(results:Sequence[dict],  # `cog_benchmark` results, one per model
         axes[0, 1].set(title=f"(b) relative to {baseline}", ylabel=f"top-1 minus {baseline} (points)", xlabel="level (seen, then less and less similar)")
         axes[0, 1].legend(fontsize=8)
     for a in axes[0]: a.grid(alpha=0.3)
-    fig.suptitle(f"Linear probes per concept generalization level ({_seeds_note(len(r.get('seeds', [])) for r in results)})", fontsize=11)
+    fig.suptitle(f"Linear probes per concept generalization level ({seeds_caption(len(r.get('seeds', [])) for r in results)})", fontsize=11)
     fig.tight_layout()
     if path is not None: save_figure(fig, path, dpi=120)
     return fig
@@ -1039,7 +1035,7 @@ def plot_fewshot(results:Sequence[dict],       # `cog_benchmark` results with `s
     handles = [Line2D([], [], color=c, marker="o", label=r["model"]) for r, c in zip(results, colors)]
     handles.append(Line2D([], [], color="0.4", ls="--", lw=0.8, label="all training images"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    seeds = _seeds_note(len(a.get("runs", [])) for r in results for lv in levels for a in r["levels"][lv]["fewshot"].values())
+    seeds = seeds_caption(len(a.get("runs", [])) for r in results for lv in levels for a in r["levels"][lv]["fewshot"].values())
     fig.suptitle(f"Few-shot linear probes per level ({seeds})", fontsize=11)
     fig.tight_layout(rect=(0, 0.35 / (3.0 * rows + 0.6), 1, 1))
     if path is not None: save_figure(fig, path, dpi=120)

@@ -82,7 +82,7 @@ def run_protocol(name:str,        # a registered protocol
     p = get_protocol(name)
     unknown = [] if p.open_settings() else sorted(set(settings) - set(p.settings()))
     if unknown: raise CogsynthError(f"protocol {name!r} takes no setting(s) {unknown}: its settings are {p.settings()}")
-    check_layer_sets(features, p.splits or (settings.get("split", "train"),))
+    check_layer_sets(features, protocol_splits(name, settings.get("split", "train")))
     return p.fn(features, out=ensure_dir(out, "results folder", "pass --out with a writable folder"), model=model, **settings)
 
 # %% ../nbs/09b_protocols.ipynb #c9f9dd98
@@ -308,11 +308,12 @@ def load_all(folder,                 # a features folder: `folder/<name>/<split>
         for sp in splits:
             sub = Path(folder)/safe_name(n)/sp
             if not sub.is_dir(): raise CogsynthError(f"no features for {n!r} split {sp!r} under {folder}: expected {sub}")
-            have = [read_sidecar(p)["layer"] for p in sorted(sub.glob("*.json")) if not p.name.startswith(".")]
+            sidecars = {read_sidecar(p)["layer"]: p for p in sorted(sub.glob("*.json")) if not p.name.startswith(".")}
+            have = list(sidecars)
             want = want or have
             missing = [l for l in want if l not in have]
             if missing: raise CogsynthError(f"{sub} lacks features of layer(s) {missing} (it has {have}): extract them, or pass --layers with layers every split has")
-            out[n][sp] = {l: load_features(sub, l) for l in want}
+            out[n][sp] = {l: load_features(sidecars[l]) for l in want}
     return out
 
 def model_label(model=None,    # the `--model` given (a timm name or an encoder.pt path), or None
@@ -474,7 +475,7 @@ def cli_probe(args, # the parsed command line
              ) -> int:
     _check_cli(args)
     proto = get_protocol(args.protocol, flag="--protocol")
-    splits = proto.splits or (args.split,)
+    splits = protocol_splits(args.protocol, args.split)
     ensure_dir(args.out, "results folder", "pass --out with a writable folder")
     if args.features: feats = load_all(args.features, _cli_names(args), splits, layers=args.layers)
     else: feats = extract_all(_cli_datasets(args, splits), model=args.model, out=args.out, weights=args.weights, layers=args.layers,

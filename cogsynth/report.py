@@ -9,7 +9,7 @@ __all__ = ['OFFLINE_TEMPLATE', 'FIGURE_SUFFIXES', 'remote_resources', 'notebook_
            'index_html', 'write_report', 'local_targets', 'find_chromium', 'browser_check']
 
 # %% ../nbs/14_report.ipynb #18319f49
-import base64, html, json, os, re, shutil, subprocess, tempfile
+import html, json, os, re, shutil, subprocess, tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 

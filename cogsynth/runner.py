@@ -10,7 +10,7 @@ import ast, io, itertools, json, math, os, re, signal, subprocess, sys, threadin
 from pathlib import Path
 
 from .core import (CogsynthError, FileLock, atomic_write, check_choice, clean_stale_temps, distinct_colors, ensure_dir, environment_info, get_logger,
-                           markdown_table, progress, read_json, save_figure, write_json, write_table)
+                           markdown_table, progress, read_json, save_figure, seeds_caption, write_json, write_table)
 
 # %% auto #0
 __all__ = ['SWEEP_RESERVED', 'RUN_RECORD', 'METRIC_UNITS', 'SWEEP_EPILOG', 'tutorials_dir', 'list_tutorials', 'tutorial_name',
@@ -139,12 +139,14 @@ def write_summary(out,                     # the results folder
 
 def write_report_if_available(out, # the results folder
                              ) -> Path|None:
-    "Step 4: `cogsynth.report.write_report(out)` (the HTML report), when that module exists."
-    try: from cogsynth.report import write_report
+    "Step 4: `cogsynth.report.write_report(out)` (the HTML report), when it and nbconvert, which renders it, are installed."
+    try:
+        from cogsynth.report import write_report
+        return write_report(out)
     except ModuleNotFoundError as e:
-        if e.name != "cogsynth.report": raise
+        if e.name not in ("cogsynth.report", "nbconvert"): raise
+        get_logger(__name__).warning("no HTML report: %s is not installed (pip install nbconvert)", e.name)
         return None
-    return write_report(out)
 
 # %% ../nbs/11_runner.ipynb #c5668f12
 def run_tutorials(out,                       # results folder (created)
@@ -420,9 +422,9 @@ def device_slots(devices:list[str]|str|None, # `cuda:0,cuda:1`, `cpu`, ... (None
     "One device per worker slot (`None`: leave the notebook's device and the environment alone)."
     if isinstance(devices, str): devices = [d.strip() for d in devices.split(",") if d.strip()]
     for d in devices or []:
-        if not re.fullmatch(r"cpu|cuda(:\d+)?", d): raise CogsynthError(f"--devices {d!r}: use cpu, cuda or cuda:N, comma-separated (e.g. cuda:0,cuda:1)")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", d): raise CogsynthError(f"devices={d!r}: use cpu, cuda or cuda:N, comma-separated (e.g. cuda:0,cuda:1)")
     if workers is None: workers = len(devices or []) or 1
-    if workers < 1: raise CogsynthError(f"--workers {workers}: use a positive number of parallel runs")
+    if workers < 1: raise CogsynthError(f"workers={workers}: use a positive number of parallel runs")
     return [devices[i % len(devices)] if devices else None for i in range(workers)]
 
 def slot_environment(device:str|None, # a slot's device
@@ -476,7 +478,8 @@ def execute_runs(jobs:list[dict],          # the runs to execute (from `_jobs`)
             time.sleep(0.2)
             for p in [p for p in running if p.poll() is not None]:
                 job, slot = running.pop(p); free.append(slot)
-                failed += run_record(job["folder"]) is None or run_record(job["folder"]).get("status") != "done"
+                rec = run_record(job["folder"])
+                failed += rec is None or rec.get("status") != "done"
                 bar.update(1); bar.set_postfix(failed=failed)
                 if on_done is not None: on_done()
     except KeyboardInterrupt:
@@ -587,8 +590,7 @@ def plot_sweep(agg:list[dict],         # `aggregate`'s rows
                                  marker="o" if style == "-" else "D", capsize=4, linestyle=style, color=color,
                                  label=label if part is curve or not curve else None)
     if not numeric: ax.set_xticks(range(len(xs)), xs)
-    ns = sorted({r["n"] for r in agg})
-    seeds = "one run each" if ns[-1] <= 1 else f"mean ± std over {ns[0]}{'' if len(ns) == 1 else f'-{ns[-1]}'} seeds"
+    seeds = seeds_caption((r["n"] for r in agg), single="one run each")
     name = metric.rsplit(".", 1)[-1]
     ax.set(xlabel=x, ylabel=ylabel or metric_label(metric)); ax.set_title(f"{name} against {x} ({seeds})", fontsize=10)
     if len(lines) > 1: ax.legend(fontsize=8)

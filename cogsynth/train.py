@@ -15,7 +15,7 @@ import numpy as np
 
 from .data import IMAGENET_MEAN, normalize_batch
 from .core import (CogsynthError, atomic_write, barrier, check_choice, check_precision, clean_stale_temps, derive_seed,
-                           dist_info, distinct_colors, ensure_dir, environment_info, get_device, get_logger, init_distributed, is_quiet,
+                           dist_info, distinct_colors, ensure_dir, environment_info, get_device, get_logger, init_distributed, is_main_process, is_quiet,
                            precision_dtype, progress, resolve_auto_precision, save_figure, seed_everything, write_json)
 
 # %% auto #0
@@ -60,6 +60,8 @@ register_recipe("trex-star", epochs=100, warmup_epochs=10, min_lr=1e-6, no_decay
 register_recipe("mazsc", optimizer="adamw", lr=2e-4, lr_scale_batch=False, weight_decay=0.9, epochs=200, batch_size=128, augment="mazsc")
 register_recipe("finetune", optimizer="adamw", lr=2e-4, lr_scale_batch=False, weight_decay=0.05, epochs=30, batch_size=72,
                 weights_required=True)
+register_recipe("zsl", optimizer="adamw", lr=2e-3, lr_scale_batch=False, weight_decay=1e-4, epochs=10,   # cogsynth.zsl_methods.train_seen
+                batch_size=64, schedule="cosine", warmup_frac=0.1, augment="none", flip=0.0, img_size=16)
 
 def get_recipe(name:str, # a registered recipe (`RECIPES`)
                **overrides, # recipe settings to change
@@ -272,11 +274,9 @@ _SHAPE_SETTINGS = ("head", "projector_layers", "projector_hidden", "projector_ou
 def load_checkpoint(path, # a `last.pt` written by `train`
                    ) -> dict:
     "The training state in `path`; a truncated or corrupt file is an error naming it and the fix."
-    import torch
-    try: ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CogsynthError(f"checkpoint {str(path)!r} is unreadable ({type(e).__name__}: {str(e)[:120]}): it is truncated or corrupt. "
-                            f"Put back a good copy, or move it away (e.g. to {Path(path).name}.bad) to train this out_dir from scratch") from None
+    from cogsynth.models import load_torch_file
+    ckpt = load_torch_file(path, what="checkpoint ", fix=f"Put back a good copy, or move it away (e.g. to {Path(path).name}.bad) "
+                                                         "to train this out_dir from scratch")
     missing = [k for k in ("config", "model", "optimizer", "scheduler", "epoch", "metrics", "rng") if not isinstance(ckpt, dict) or k not in ckpt]
     if missing: raise CogsynthError(f"checkpoint {str(path)!r} lacks {missing}: it was not written by cogsynth.train; use a new out_dir")
     return ckpt
@@ -733,7 +733,7 @@ def cli_train_args(p:argparse.ArgumentParser, # the `train` subcommand's parser
     a("--amp", default=None, help=argparse.SUPPRESS)   # the old name of --precision
     a("--accum-steps", type=int, default=1, help="micro-batches per optimizer step")
     a("--workers", type=int, default=4, help="data loader worker processes")
-    a("--seed", type=int, default=0, help="seed of initialization, sampling and augmentation (default: %(default)s)")
+    a("--seed", type=int, default=0, help="seed of initialization, sampling and augmentation")
     a("--compile", action="store_true", help="torch.compile the forward (default: off)")
     a("--set", action="append", metavar="KEY=VALUE", help="override any recipe setting, e.g. --set weight_decay=0.05 (default: none)")
 
@@ -755,12 +755,11 @@ def cli_train(args, # parsed by `cli_train_args`
     ov = _parse_set(args.set)
     if args.batch_size: ov["batch_size"] = args.batch_size
     if args.lr: ov["lr"] = args.lr
-    precision = {"none": "fp32", "no": "fp32"}.get(args.amp, args.amp) if args.amp else args.precision
     try:
         ms = train(args.data, args.model, args.recipe, epochs=args.epochs, out_dir=args.out_dir, classes=args.classes, val_data=args.val_data,
-                   img_size=args.img_size, weights=args.weights, device=args.device, precision=precision, accum_steps=args.accum_steps,
+                   img_size=args.img_size, weights=args.weights, device=args.device, precision=args.precision, amp=args.amp, accum_steps=args.accum_steps,
                    workers=args.workers, seed=args.seed, resume=args.resume, accept_changes=args.accept_changes, stop_after=args.stop_after,
                    compile=args.compile, **ov)
     except CogsynthError as e: raise CogsynthError(_cli_message(str(e))) from None
-    if ms and dist_info().rank == 0: print(json.dumps(ms[-1]))
+    if ms and is_main_process(): print(json.dumps(ms[-1]))
     return 0

@@ -17,10 +17,10 @@ from torch import nn
 from .core import CogsynthError, check_choice, seed_everything
 
 # %% auto #0
-__all__ = ['METRICS', 'BACKBONE_ALIASES', 'ZSL_RECIPE', 'LAM_GRID', 'as_tensor', 'CraftedNet', 'make_backbone', 'feature_dim',
-           'SeenClassifier', 'SeenLogits', 'seen_targets', 'random_shift', 'SeenBatches', 'train_seen',
-           'crafted_logits', 'ridge_map', 'choose_lam', 'visual_rules', 'pretrain_seen', 'fit_scc', 'fit_vcc',
-           'crafted_outputs', 'grad_cam', 'plot_grad_cam']
+__all__ = ['METRICS', 'BACKBONE_ALIASES', 'LAM_GRID', 'as_tensor', 'CraftedNet', 'make_backbone', 'feature_dim', 'SeenClassifier',
+           'SeenLogits', 'seen_targets', 'random_shift', 'SeenBatches', 'train_seen', 'crafted_logits', 'ridge_map',
+           'choose_lam', 'visual_rules', 'pretrain_seen', 'fit_scc', 'fit_vcc', 'crafted_outputs', 'grad_cam',
+           'plot_grad_cam']
 
 # %% ../nbs/13a_zsl_methods.ipynb #5f9c6513
 METRICS = ("dot", "cosine", "euclidean")
@@ -85,10 +85,7 @@ def feature_dim(backbone:nn.Module, # a feature extractor
     return int(d)
 
 # %% ../nbs/13a_zsl_methods.ipynb #c1850053
-from .train import build_optimizer, build_scheduler, get_recipe, register_recipe, train_one_epoch
-
-ZSL_RECIPE = register_recipe("zsl", optimizer="adamw", lr=2e-3, lr_scale_batch=False, weight_decay=1e-4, epochs=10,
-                             batch_size=64, schedule="cosine", warmup_frac=0.1, augment="none", flip=0.0, img_size=16)
+from .train import build_optimizer, build_scheduler, get_recipe, train_one_epoch
 
 class SeenClassifier(nn.Module):
     "Backbone + trainable linear head over seen classes (ordinary softmax training)."
@@ -143,24 +140,25 @@ def train_seen(model:nn.Module, # a `CraftedNet` or `SeenClassifier`: `forward(x
                y, # their labels (task class indices, seen classes only)
                seen:Sequence[int], # the seen class indices
                *,
-               epochs:int=10, # passes over `X`
-               lr:float=2e-3, # peak AdamW learning rate
-               weight_decay:float=1e-4, # AdamW weight decay
-               batch_size:int=64, # images per step
+               epochs:int|None=None, # passes over `X` (None: the zsl recipe's, 10)
+               lr:float|None=None, # peak AdamW learning rate (None: the recipe's, 2e-3)
+               weight_decay:float|None=None, # AdamW weight decay (None: the recipe's, 1e-4)
+               batch_size:int|None=None, # images per step (None: the recipe's, 64)
                seed:int=0, # seeds the data order and the shifts
                augment:bool=True, # random shifts of up to 1 px (images)
                device="cpu", # training device
               ) -> nn.Module: # `model`, trained, in eval mode
     "Train `model` with cross-entropy on seen classes only (labels in task indices), with the `zsl` recipe of `cogsynth.train`."
-    r = get_recipe("zsl", epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size)
+    given = dict(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size)
+    r = get_recipe("zsl", **{k: v for k, v in given.items() if v is not None})
     seed_everything(seed)
-    batches = SeenBatches(as_tensor(X), seen_targets(y, seen), batch_size, seed, augment)
+    batches = SeenBatches(as_tensor(X), seen_targets(y, seen), r["batch_size"], seed, augment)
     dev = torch.device(device)
     model.to(dev).train()
     opt = build_optimizer(model, r)
-    sched = build_scheduler(opt, r, total_steps=max(1, epochs * len(batches)), steps_per_epoch=len(batches))
+    sched = build_scheduler(opt, r, total_steps=max(1, r["epochs"] * len(batches)), steps_per_epoch=len(batches))
     fwd = SeenLogits(model)
-    for e in range(epochs): train_one_epoch(fwd, batches, opt, sched, device=dev, prepare=lambda x: x, show=False)
+    for e in range(r["epochs"]): train_one_epoch(fwd, batches, opt, sched, device=dev, prepare=lambda x: x, show=False)
     return model.eval()
 
 # %% ../nbs/13a_zsl_methods.ipynb #aa7983f7

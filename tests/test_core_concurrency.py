@@ -1,7 +1,5 @@
 """Concurrent writers and killed writers (issue 17, items 1 and 8): real processes, started with `spawn`."""
-import json, multiprocessing as mp, os, signal, socket, sys, time
-
-from pathlib import Path
+import json, multiprocessing as mp, os, signal, socket, time
 
 import pytest
 

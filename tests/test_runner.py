@@ -47,3 +47,7 @@ def test_report_hook(tmp_path, monkeypatch):
     assert write_report_if_available(tmp_path) == tmp_path/"index.html" and calls == [tmp_path]
     monkeypatch.setitem(sys.modules, "cogsynth.report", None)          # as if the module were not installed
     assert write_report_if_available(tmp_path) is None
+    def no_renderer(out): raise ModuleNotFoundError("No module named 'nbconvert'", name="nbconvert")
+    fake.write_report = no_renderer
+    monkeypatch.setitem(sys.modules, "cogsynth.report", fake)          # nbconvert missing, which the report renders with
+    assert write_report_if_available(tmp_path) is None

@@ -8,7 +8,7 @@
 # GEN_COMPILE=default (step 6's torch.compile mode, default max-autotune) if autotuning outlasts the step's timeout.
 # GPU_CHECK_ALLOW_CPU=1 skips the GPU check (the tests use it to run the step machinery on CPU, where steps fail).
 # Options: --out DIR (default $OUT, else ./gpu_check_out), --wheels DIR (default .whl), --budget SECONDS (default 500, setup included:
-# the steps' timeouts are cut to what is left of it), --keep-going is the default (a failed step does not stop the next).
+# the steps' timeouts are cut to what is left of it), a failed step does not stop the next.
 #
 # Here, before the GPU run (needs the registry; builds the carried folder, ~30 MB):
 #   bash tools/gpu_check.sh --prepare       pip-download the missing wheels (this venv's versions, cp312 manylinux)
@@ -160,13 +160,13 @@ fi
 
 # ------------------------------------------------------------------ setup: wheels, WordNet, PATH
 start=$(date +%s)
-have_pkgs() { "$py" -c "import diffusers, nltk, papermill, optuna, nbdev, execnb, ipykernel" >/dev/null 2>&1; }
-if ! have_pkgs && { [ ! -d "$wheels" ] || ! ls "$wheels"/*.whl >/dev/null 2>&1; }; then
+have_pkgs=0; "$py" -c "import diffusers, nltk, papermill, optuna, nbdev, execnb, ipykernel" >/dev/null 2>&1 && have_pkgs=1   # slow: once
+if [ "$have_pkgs" = 0 ] && { [ ! -d "$wheels" ] || ! ls "$wheels"/*.whl >/dev/null 2>&1; }; then
   echo "no wheels in $wheels: build them here with 'bash tools/gpu_check.sh --prepare' and carry .whl" >&2; exit 1
 fi
 [ "${GPU_CHECK_ALLOW_CPU:-0}" = 1 ] || "$py" -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU visible'" || { echo "gpu_check.sh needs a CUDA GPU (use --dry-run here)" >&2; exit 1; }
 mkdir -p "$work/bin" "$COGSYNTH_HOME"
-if have_pkgs; then
+if [ "$have_pkgs" = 1 ]; then
   echo "diffusers, nltk, papermill, optuna, nbdev present: no wheels installed"   # e.g. the users' venv (gpu.yaml)
 else
   echo "installing $(ls "$wheels"/*.whl | wc -l) wheels into $work/site"

@@ -33,7 +33,7 @@ COGSYNTH_ALLOW_UNEXECUTED=1) tolerates the latter, for a tree whose notebooks ha
 """
 from __future__ import annotations
 
-import argparse, hashlib, json, os, re, shutil, socket, sys, tempfile, time
+import argparse, contextlib, hashlib, json, os, re, shutil, socket, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -236,10 +236,6 @@ class _env:
     def __exit__(self, *a):
         os.environ.clear(); os.environ.update(self.old)
 
-class _nothing:
-    def __enter__(self): pass
-    def __exit__(self, *a): pass
-
 def clean_like_nbdev(nb: dict, path) -> None:
     "nbdev-clean's own cleaning with this project's config, so nbdev-clean afterwards changes nothing."
     from nbdev.clean import clean_nb
@@ -250,9 +246,8 @@ def clean_like_nbdev(nb: dict, path) -> None:
 
 def _write_atomic(path: Path, nb: dict) -> None:
     from fastcore.nbio import nb2str
-    tmp = path.with_name(f".{path.name}.refresh-{os.getpid()}.tmp")
-    tmp.write_text(nb2str(nb), encoding="utf-8")
-    os.replace(tmp, path)
+    from cogsynth.core import atomic_write                  # fsynced, and no temp file left when writing fails
+    with atomic_write(path, encoding="utf-8") as f: f.write(nb2str(nb))
 
 def execute(path, *, timeout: int | None = None, log_output: bool = False, root: Path = ROOT) -> dict:
     "Execute `path` at its default parameters and write it back with normalised outputs and its freshness record."
@@ -270,7 +265,7 @@ def execute(path, *, timeout: int | None = None, log_output: bool = False, root:
         src, dst = Path(tmp)/path.name, Path(tmp)/("out-" + path.name)
         src.write_text(json.dumps(run_nb), encoding="utf-8")
         t0 = time.time()
-        with _env(env) if dict(os.environ) != env else _nothing():
+        with _env(env) if dict(os.environ) != env else contextlib.nullcontext():
             pm.execute_notebook(str(src), str(dst), parameters=None, kernel_name="python3", cwd=str(path.parent),
                                 progress_bar=False, log_output=log_output, request_save_on_cell_execute=False,
                                 execution_timeout=timeout, start_timeout=120)
@@ -295,21 +290,21 @@ def execute(path, *, timeout: int | None = None, log_output: bool = False, root:
 
 def check(paths, *, allow_unexecuted=False, max_mb=MAX_OUTPUT_MB, root=ROOT) -> int:
     "Print each notebook's status; 1 if any is stale (or unexecuted, unless allowed) or outputs exceed `max_mb`."
-    bad, total = [], 0
+    bad, total, never = [], 0, 0
     for p in paths:
         st, rec = status(p)
+        never += st == "unexecuted"
         total += output_bytes(read_nb(p))
         name = display_name(p, root)
         if st == "stale": bad.append(f"{name}: code cells changed since it was executed: run `{REFRESH} {name}`")
         elif st == "unexecuted" and not allow_unexecuted:
             bad.append(f"{name}: never executed by the refresh tool: run `{REFRESH} {name}`")
-    never = sum(status(p)[0] == "unexecuted" for p in paths)
     print(f"{len(paths)} notebooks: {len(paths) - len(bad)} fine" + (f" ({never} never executed, allowed)" if allow_unexecuted and never else "")
           + f", outputs {total / 2**20:.2f} MB")
     if total > max_mb * 2**20:
         bad.append(f"outputs total {total / 2**20:.2f} MB, over the {max_mb} MB budget: lower figure dpi or output sizes, then `{REFRESH} NAME`")
     for b in bad: print("  " + b, file=sys.stderr)
-    if bad and len(bad) > 1: print(f"refresh all stale ones at once: `{REFRESH} --all`", file=sys.stderr)
+    if len(bad) > 1: print(f"refresh all stale ones at once: `{REFRESH} --all`", file=sys.stderr)
     return 1 if bad else 0
 
 def main(argv=None) -> int:

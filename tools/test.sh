@@ -28,7 +28,8 @@ python tools/readme.py --check
 
 step "committed notebook outputs belong to their code (tools/refresh_notebooks.py --all --check)"
 fresh_rc=0
-python tools/refresh_notebooks.py --all --check || fresh_rc=$?   # reported again at the end, so the tests still run
+fresh_msg=$(python tools/refresh_notebooks.py --all --check 2>&1) || fresh_rc=$?   # repeated at the end, so the tests still run
+echo "$fresh_msg"
 
 step "a headless browser for the HTML report test (Debian's chromium)"
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else return 1; fi; }
@@ -48,6 +49,6 @@ pytest tests -q -rs "$@"
 
 if [ "$fresh_rc" != 0 ]; then
   echo; echo "FAILED: committed notebooks whose outputs no longer belong to their code (see the freshness step above):"
-  python tools/refresh_notebooks.py --all --check >/dev/null || true
+  echo "$fresh_msg"
   exit "$fresh_rc"
 fi
