@@ -673,29 +673,30 @@ def summarize(out_dir,                    # a generation output folder
 def cli_generate_args(p, # the `generate` sub-parser
                      ):
     "Add `cogsynth generate`'s options to `p`."
+    d = " (default: %(default)s)"
     p.add_argument("--classes", required=True, help="class file (wnid/name per line, or key<TAB>phrasing), a level (imagenet-cog:L1, PATH/levels.json:L3) or comma-separated wnids/names")
     p.add_argument("--per-class", type=int, required=True, help="images per class")
     p.add_argument("--prompt", action="append", default=None, help="prompt family (c, c_hc, c_dc, c_hc_b, base, class, multi_domain, eurosat, all) or a template with {name}; repeat to mix families (default: c)")
     p.add_argument("--domains", default=None, help="comma-separated values of {domain} for your templates (default: the family's)")
-    p.add_argument("--guidance", default="7.5", help="7.5, 2, random (integer in [1,5] per image), uniform:1:5, or a list 1,2,7.5")
-    p.add_argument("--steps", type=int, default=50, help="denoising steps")
+    p.add_argument("--guidance", default="7.5", help="7.5, 2, random (integer in [1,5] per image), uniform:1:5, or a list 1,2,7.5" + d)
+    p.add_argument("--steps", type=int, default=50, help="denoising steps" + d)
     p.add_argument("--size", default=None, help="generated WIDTHxHEIGHT, one int for a square, 'native', or 'thesis' (512x384) (default: native, the model's UNet sample size x VAE scale factor)")
     p.add_argument("--negative-prompt", default="", help="negative prompt for every image (default: none)")
-    p.add_argument("--seed", type=int, default=0, help="base seed; image seeds derive from (seed, class, index)")
+    p.add_argument("--seed", type=int, default=0, help="base seed; image seeds derive from (seed, class, index)" + d)
     p.add_argument("--model", required=True, help="diffusers pipeline folder or hub id")
-    p.add_argument("--revision", default=None, help="hub revision")
+    p.add_argument("--revision", default=None, help="hub revision" + d)
     p.add_argument("--scheduler", default=None, help=f"one of {', '.join(SCHEDULERS)} (default: the pipeline's own)")
     p.add_argument("--out", required=True, help="output folder (a rerun with the same plan resumes it)")
-    p.add_argument("--allow-plan-change", action="store_true", help="go on when --out holds images of another plan: keep them and generate only the missing ids with this plan")
-    p.add_argument("--batch-size", type=int, default=8, help="images per pipeline call")
+    p.add_argument("--allow-plan-change", action="store_true", help="go on when --out holds images of another plan: keep them and generate only the missing ids with this plan" + d)
+    p.add_argument("--batch-size", type=int, default=8, help="images per pipeline call" + d)
     p.add_argument("--resize", default=None, help="anti-aliased downscale: N (square) or WIDTHxHEIGHT (default: keep the generated size)")
-    p.add_argument("--format", dest="image_format", default="png", choices=["png", "jpg"], help="image format")
-    p.add_argument("--quality", type=int, default=95, help="JPEG quality")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N; under torchrun: cuda:LOCAL_RANK")
-    p.add_argument("--precision", "--dtype", dest="precision", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, bf16 or fp16")
-    p.add_argument("--compile", action="store_true", help="torch.compile the UNet")
-    p.add_argument("--safety-checker", default="off", choices=["off", "flag", "replace"], help="off, flag (record, keep image) or replace (pipeline's black images, recorded)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan's first jobs and exit")
+    p.add_argument("--format", dest="image_format", default="png", choices=["png", "jpg"], help="image format" + d)
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality" + d)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N; under torchrun: cuda:LOCAL_RANK" + d)
+    p.add_argument("--precision", "--dtype", dest="precision", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, bf16 or fp16" + d)
+    p.add_argument("--compile", action="store_true", help="torch.compile the UNet" + d)
+    p.add_argument("--safety-checker", default="off", choices=["off", "flag", "replace"], help="off, flag (record, keep image) or replace (pipeline's black images, recorded)" + d)
+    p.add_argument("--dry-run", action="store_true", help="print the plan's first jobs and exit" + d)
 
 # %% ../nbs/04_generate.ipynb #fe99e1f2
 def _cli_plan(args) -> list[Job]:
