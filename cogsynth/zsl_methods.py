@@ -300,7 +300,8 @@ def grad_cam(net:nn.Module, # a crafted network (or any CNN classifier)
              layer:nn.Module|None=None, # the layer whose maps are weighted; default: the backbone's last stage
             ) -> tuple[np.ndarray, np.ndarray]: # maps [B, H, W] in [0, 1] and the target classes
     "Grad-CAM maps [B, H, W] in [0, 1] for `target` classes (default: the predicted ones); returns (maps, targets)."
-    X = as_tensor(X); layer = layer or _cam_layer(net.backbone if hasattr(net, "backbone") else net)
+    dev = next(net.parameters()).device                           # the maps are computed where the network is
+    X = as_tensor(X).to(dev); layer = layer or _cam_layer(net.backbone if hasattr(net, "backbone") else net)
     store = {}
     def hook(module, inputs, output):
         store["act"] = output
@@ -308,14 +309,14 @@ def grad_cam(net:nn.Module, # a crafted network (or any CNN classifier)
     h = layer.register_forward_hook(hook)
     try:
         net.eval(); logits = net(X.requires_grad_(False))
-        target = logits.argmax(1) if target is None else torch.as_tensor(target).reshape(-1).expand(len(X))
+        target = logits.argmax(1) if target is None else torch.as_tensor(target, device=dev).reshape(-1).expand(len(X))
         net.zero_grad(); logits.gather(1, target[:, None]).sum().backward()
     finally: h.remove()
     w = store["grad"].mean((2, 3), keepdim=True)
     cam = F.relu((w * store["act"]).sum(1, keepdim=True))
     cam = F.interpolate(cam, size=X.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     cam = cam / cam.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
-    return cam.detach().numpy(), target.numpy()
+    return cam.detach().cpu().numpy(), target.cpu().numpy()
 
 # %% ../nbs/13a_zsl_methods.ipynb #5f4b5186
 def plot_grad_cam(net:nn.Module, # a crafted network
