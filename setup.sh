@@ -13,6 +13,17 @@ py=${PYTHON:-python3}
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
 
+check_space() {  # torch and its CUDA libraries take about 6.5 GB: say so before pip fails halfway with "No space left"
+  local need_gb=7 at avail_kb
+  at=$(dirname "$venv")
+  avail_kb=$(df -Pk "$at" 2>/dev/null | awk 'NR==2 {print $4}')
+  if [ -n "$avail_kb" ] && [ "$avail_kb" -lt $((need_gb * 1024 * 1024)) ]; then
+    say "only $((avail_kb / 1024)) MB free under $at, and installing torch needs about $need_gb GB:"
+    say "free some space there, or put the environment elsewhere: COGSYNTH_VENV=/a/roomier/place/venv bash setup.sh ${cmd:-run}"
+    exit 1
+  fi
+}
+
 ensure_venv() {
   if [ ! -x "$venv/bin/python" ]; then
     say "creating virtual environment $venv"
@@ -26,6 +37,7 @@ ensure_venv() {
   stamp="$venv/.cogsynth-installed"
   want=$(cat pyproject.toml | sha256sum | cut -c1-16)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    "$venv/bin/python" -c "import torch" 2>/dev/null || check_space
     say "installing cogsynth and its dependencies (first time: a few minutes, torch is large)"
     pip_q() {  # pip, without the machine-specific "Location ... is ignored" noise; keeps pip's exit status
       "$venv/bin/python" -m pip "$@" 2>&1 | { grep -v "^WARNING: Location .* is ignored" || true; }
