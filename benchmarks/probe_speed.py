@@ -45,7 +45,8 @@ def cpu_probe(args):
     from threadpoolctl import threadpool_limits
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import normalize
-    from cogsynth.probe import linear_probe, cpu_has_bf16
+    from cogsynth.core import cpu_has_bf16
+    from cogsynth.probe import linear_probe
     torch.set_num_threads(args.threads)
     n, d, c = args.n, args.dim, args.classes
     X, y = learnable(n + n // 4, d, c, args.signal, 0)

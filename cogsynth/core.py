@@ -91,7 +91,8 @@ def resolve_auto_precision(device, # a `torch.device` or its name ("cpu", "cuda:
     "What `precision='auto'` means on `device`."
     if _device_type(device) == "cuda":
         import torch
-        if torch.cuda.is_bf16_supported(): return "bf16"
+        with torch.cuda.device(get_device(device)):                  # the named GPU; emulated bf16 (pre-Ampere) is slow
+            if torch.cuda.is_bf16_supported(including_emulation=False): return "bf16"
         return "fp16" if cuda_fp16 else "fp32"
     return "bf16" if cpu_bf16 and cpu_has_bf16() else "fp32"
 
@@ -266,7 +267,7 @@ def _umask() -> int:
 # %% ../nbs/00_core.ipynb #b0afa5b7
 def temp_path(path, # the file that the temporary file will replace
              ) -> Path: # a new, empty file beside `path`
-    "A temporary file named for `path` and this process, for writers that need a path rather than a file object (`np.save`, `torch.save`)."
+    "A temporary file named for `path` and this process, for writers that need a path rather than a file object (`np.lib.format.open_memmap`; `np.save` would append `.npy`, so give it an `atomic_write` file instead)."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_host()}-{os.getpid()}.", suffix=".tmp")

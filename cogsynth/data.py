@@ -20,7 +20,7 @@ __all__ = ['DIGITS_CLASS_SPLITS', 'IMG_EXTENSIONS', 'IMAGENET_MEAN', 'IMAGENET_S
            'open_image', 'scan_class_folders', 'ImageFolderDataset', 'parse_mix', 'MixedDataset', 'EpochSampler',
            'level_wnids', 'CogDataset', 'normalize_batch', 'eval_transform', 'train_transform', 'mazsc_transform',
            'MultiCrop', 'multicrop_transform', 'DatasetEntry', 'register_dataset', 'list_datasets', 'dataset_entry',
-           'DatasetSpec', 'parse_dataset_spec', 'dataset_from_spec', 'dataset_defaults', 'make_dataset']
+           'DatasetSpec', 'parse_dataset_spec', 'split_dir', 'dataset_from_spec', 'dataset_defaults', 'make_dataset']
 
 # %% ../nbs/05_data.ipynb #2a3ec4c8
 DIGITS_CLASS_SPLITS = {"seen": [0, 1, 2, 3, 4], "unseen": [5, 6, 7, 8, 9], "all": list(range(10)),
@@ -348,16 +348,13 @@ def _read_splits(split_manifest) -> dict:
         raise CogsynthError(f"split manifest {str(split_manifest)[:80]!r} has no 'splits': expected {{'splits': {{wnid: {{'train': [...], 'test': [...]}}}}}}")
     return splits
 
-def level_wnids(level_manifest, # a level manifest (path or dict)
-                level,          # a level name ('L1') or index
+def level_wnids(level_manifest, # a level manifest: a dict, a levels.json path or a preset name ('imagenet-cog')
+                level,          # a level name ('L1', case-insensitive) or number (3 or '3' for 'L3')
                ) -> list[str]:
-    "The wnids of `level` (a name like 'L1' or an index) in a level manifest (path or dict)."
-    data = level_manifest if isinstance(level_manifest, dict) else read_json(level_manifest)
-    levels = data.get("levels", [])
-    names = [l.get("name", str(i)) for i, l in enumerate(levels)]
-    if isinstance(level, int) and 0 <= level < len(levels): lv = levels[level]
-    elif str(level) in names: lv = levels[names.index(str(level))]
-    else: raise CogsynthError(f"level {level!r} not in the level manifest: use one of {names}")
+    "The wnids of `level` in a level manifest, in rank order, found as a level spec finds them (`cogsynth.levels.find_level`)."
+    from cogsynth.levels import find_level, load_levels
+    data = level_manifest if isinstance(level_manifest, dict) else load_levels(level_manifest)
+    lv = find_level(data, level, "the level manifest" if isinstance(level_manifest, dict) else str(level_manifest))
     return [c["wnid"] if isinstance(c, dict) else str(c) for c in lv.get("concepts", [])]
 
 class CogDataset(ImageFolderDataset):
@@ -580,10 +577,18 @@ def _is_share(text:str) -> bool:
     except ValueError: return False
 
 # %% ../nbs/05_data.ipynb #0e326919
-def _folder(path:str, split:str) -> Path:
-    if "{split}" in path: return Path(path.replace("{split}", split)).expanduser()
-    p = Path(path).expanduser()
-    return p/split if (p/split).is_dir() else p
+def split_dir(spec_or_root,           # a folder, or a folder spec with a `{split}` placeholder ('/data/{split}/L1')
+              split:str,              # the split, e.g. 'test'
+              *, whole_ok:bool=True,  # no split-specific folder: the folder itself (True) or None (False)
+             ) -> Path|None:
+    "The folder of `split`: `{split}` filled in, or `root/split`; without one, the folder itself (`whole_ok`) or None."
+    text = str(spec_or_root)
+    if "{split}" in text:
+        p = Path(text.replace("{split}", split)).expanduser()
+        return p if whole_ok or p.is_dir() else None
+    p = Path(text).expanduser()
+    if (p/split).is_dir(): return p/split
+    return p if whole_ok else None
 
 def _part_dataset(spec, part:DatasetSpec, split, *, classes, img_size, transform, class_names, on_error, check, image_root, splits):
     if part.kind == "registered":
@@ -600,7 +605,7 @@ def _part_dataset(spec, part:DatasetSpec, split, *, classes, img_size, transform
         from cogsynth.levels import resolve_level_spec
         wnids = resolve_level_spec(f"{part.source}:{part.arg}")[0]
         return CogDataset(image_root, splits, split, wnids=wnids, transform=transform, on_error=on_error, check=check)
-    root = _folder(part.source, split)
+    root = split_dir(part.source, split)
     if not root.is_dir():
         close = difflib.get_close_matches(part.source, list_datasets(), n=1)
         raise CogsynthError(f"data folder {str(root)!r} (in dataset spec {spec!r}) does not exist: pass a registered dataset ({', '.join(list_datasets())}), "
@@ -626,17 +631,23 @@ def dataset_from_spec(spec,                     # a dataset spec (see `parse_dat
     sets = [_part_dataset(str(spec), p, split, **kw) for p in parts]
     return sets[0] if len(sets) == 1 else MixedDataset(sets, [p.share for p in parts])
 
+def _part_defaults(part:DatasetSpec) -> dict:
+    "The run settings one part brings: a registered dataset's defaults; `val_split='test'` for a level or a folder with a test split."
+    if part.kind == "registered": return dict(DATASETS[part.source].defaults)
+    if part.kind == "level" or split_dir(part.source, "test", whole_ok=False) is not None: return {"val_split": "test"}
+    return {}
+
 def dataset_defaults(spec, # a dataset spec or a dataset
                     ) -> dict:
-    "The run settings of `spec`: its registered parts' defaults (the agreeing ones, for a mix); {} for plain folders."
+    "The run settings of `spec`: a registered dataset's defaults; for a mix those no two parts disagree on; {} for plain folders."
     if not isinstance(spec, (str, Path)): return {}
-    parts, out = parse_dataset_spec(str(spec)), None
-    for p in parts:
-        d = dict(DATASETS[p.source].defaults) if p.kind == "registered" else {}
-        if p.kind == "folder" and (Path(p.source).expanduser()/"test").is_dir(): d["val_split"] = "test"
-        if p.kind == "level": d["val_split"] = "test"
-        out = d if out is None else {k: v for k, v in out.items() if d.get(k, v) == v}
-    return out or {}
+    parts = [_part_defaults(p) for p in parse_dataset_spec(str(spec))]
+    out = {}
+    for k in dict.fromkeys(k for d in parts for k in d):
+        values = [d[k] for d in parts if k in d]
+        if all(v == values[0] for v in values): out[k] = values[0]
+    if any(d.get("val_split") != "test" for d in parts): out.pop("val_split", None)   # every part must have a test split
+    return out
 
 def make_dataset(spec,                    # a dataset spec, or a dataset
                  split:str="train",       # 'train' or 'test'

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .core import (CogsynthError, atomic_write, cogsynth_home, derive_seed, ensure_dir, environment_info,
+from .core import (CogsynthError, FileLock, atomic_write, cogsynth_home, derive_seed, ensure_dir, environment_info,
                            get_device, get_logger, progress, read_json, seed_everything, write_json)
 
 # %% auto #0
@@ -267,12 +267,14 @@ def _cached(path:Path, params:dict) -> bool:
     return (path/"model_index.json").exists() and meta.exists() and read_json(meta).get("key") == digitgen_key(params)
 
 def _publish(pipe, meta:dict, out:Path, work:Path):
-    "Save `pipe` with `digitgen.json` inside `work`, then move it to `out` in one rename."
+    "Save `pipe` with `digitgen.json` inside `work`, then rename it to `out`; an old `out` is renamed aside first and deleted last."
     pipe.to("cpu")
     final = ensure_dir(work/"pipeline")
     pipe.save_pretrained(final)
     write_json(final/"digitgen.json", meta)
-    if out.exists(): shutil.rmtree(out)
+    old = work/"replaced"
+    shutil.rmtree(old, ignore_errors=True)              # left by a run killed here
+    if out.exists(): os.replace(out, old)
     os.replace(final, out)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -295,27 +297,30 @@ def train_digit_generator(out_dir=None, # the pipeline folder (default: `<models
         log.info("digitgen: using the cached generator %s", out); return out
     if out.exists() and (out/"model_index.json").exists() and not force and out_dir is not None:
         raise CogsynthError(f"{str(out)!r} holds another pipeline (other parameters): pass force=True to replace it, or another out_dir")
-    # 2. data, seeds, the untrained pipeline
+    # 2. data, seeds, the untrained pipeline: one trainer per folder (a sweep's workers on a cold cache wait, then find it)
     dev = get_device(device)
     ensure_dir(out.parent, "generator folder", "set COGSYNTH_HOME or pass a writable out_dir")
-    work = ensure_dir(out.parent/f".{out.name}.partial")
-    seed_everything(p["seed"])
-    g = torch.Generator().manual_seed(derive_seed(p["seed"], "digitgen"))
-    t0 = time.time()
-    x, y = _digits_tensor(p["classes"], p["size"])
-    pipe = build_digit_pipeline(p["size"], seed=p["seed"])
-    # 3. the VAE (resumable as a whole), 4. the UNet and the text encoder (checkpointed every 200 steps)
-    z_mean, z_std, vae_meta = _vae_stage(pipe, x, p, g, dev, work, t0)
-    t1 = time.time()
-    unet_curve = _train_unet(pipe, z_mean, z_std, y, p, g, dev, work, log)
-    times = {"vae": vae_meta["seconds"], "unet": round(time.time() - t1, 1)}
-    # 5. save with its record, move into place
-    meta = dict(format=DIGITGEN_FORMAT, key=key, params=p, arch=DIGITGEN_ARCH, device=str(dev), seconds=times,
-                total_seconds=round(time.time() - t0, 1), vae_recon_mse=vae_meta["recon_mse"], vae_curve=vae_meta["curve"],
-                unet_curve=unet_curve, scaling_factor=pipe.vae.config.scaling_factor, train_images=int(len(y)),
-                classes=sorted(set(y.tolist())), params_count={k: count_params(getattr(pipe, k)) for k in ("vae", "unet", "text_encoder")},
-                environment=environment_info())
-    _publish(pipe, meta, out, work)
+    with FileLock(out.parent/f".{out.name}.lock", timeout=None):
+        if _cached(out, p) and not force:
+            log.info("digitgen: using the generator %s, trained meanwhile by another process", out); return out
+        work = ensure_dir(out.parent/f".{out.name}.partial")
+        seed_everything(p["seed"])
+        g = torch.Generator().manual_seed(derive_seed(p["seed"], "digitgen"))
+        t0 = time.time()
+        x, y = _digits_tensor(p["classes"], p["size"])
+        pipe = build_digit_pipeline(p["size"], seed=p["seed"])
+        # 3. the VAE (resumable as a whole), 4. the UNet and the text encoder (checkpointed every 200 steps)
+        z_mean, z_std, vae_meta = _vae_stage(pipe, x, p, g, dev, work, t0)
+        t1 = time.time()
+        unet_curve = _train_unet(pipe, z_mean, z_std, y, p, g, dev, work, log)
+        times = {"vae": vae_meta["seconds"], "unet": round(time.time() - t1, 1)}
+        # 5. save with its record, move into place
+        meta = dict(format=DIGITGEN_FORMAT, key=key, params=p, arch=DIGITGEN_ARCH, device=str(dev), seconds=times,
+                    total_seconds=round(time.time() - t0, 1), vae_recon_mse=vae_meta["recon_mse"], vae_curve=vae_meta["curve"],
+                    unet_curve=unet_curve, scaling_factor=pipe.vae.config.scaling_factor, train_images=int(len(y)),
+                    classes=sorted(set(y.tolist())), params_count={k: count_params(getattr(pipe, k)) for k in ("vae", "unet", "text_encoder")},
+                    environment=environment_info())
+        _publish(pipe, meta, out, work)
     log.info("digitgen: trained %s in %.0f s (VAE %.0f s, UNet %.0f s)", out, meta["total_seconds"], times["vae"], times["unet"])
     return out
 
@@ -351,12 +356,13 @@ def sample_digits(pipe, # a digit pipeline (`load_digit_generator`)
     if guidance < 0: raise CogsynthError(f"guidance={guidance}: use a scale >= 0 (1 disables guidance)")
     labels = np.repeat(digits, per_digit)
     prompts = [phrasing.format(name=DIGIT_WORDS[d], digit=d) for d in labels]
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    from cogsynth.generate import native_size
+    width, height = native_size(pipe)
     out = []
     for j in range(0, len(prompts), batch_size):
         gens = [torch.Generator("cpu").manual_seed(derive_seed(seed, j + i)) for i in range(len(prompts[j:j + batch_size]))]
         with torch.inference_mode():
-            ims = pipe(prompts[j:j + batch_size], guidance_scale=guidance, num_inference_steps=steps, height=size, width=size,
+            ims = pipe(prompts[j:j + batch_size], guidance_scale=guidance, num_inference_steps=steps, height=height, width=width,
                        generator=gens, output_type="np").images
         out.append(np.round(ims[..., 0] * 255).astype(np.uint8))
     return np.concatenate(out), labels

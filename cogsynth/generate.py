@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import fcntl, hashlib, socket, uuid
+import fcntl, socket, uuid
 from .core import (CogsynthError, FileLock, JsonlManifest, atomic_write, barrier, check_choice, check_precision,
                            clean_stale_temps, dist_info, ensure_dir, environment_info, get_logger,
                            init_distributed, markdown_table, precision_dtype, progress, rank_device, read_json, write_json)
@@ -91,12 +91,11 @@ SCHEDULERS = {
 _ALIASES = {"dpmsolver++": "dpm++", "dpm_solver++": "dpm++", "dpmpp": "dpm++", "dpm_solver": "dpm", "dpmsolver": "dpm",
             "euler_ancestral": "euler_a", "ddim_scheduler": "ddim"}
 
-def scheduler_name(name:str,             # a `SCHEDULERS` name or alias, any case ("DPM-Solver++")
-                   *, flag:str|None=None, # the CLI flag to name in the error
+def scheduler_name(name:str, # a `SCHEDULERS` name or alias, any case ("DPM-Solver++")
                   ) -> str:
     "The canonical scheduler name (`'DPM-Solver++'` -> `'dpm++'`); unknown names raise an error listing them."
     key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
-    return check_choice("scheduler", _ALIASES.get(key, key), list(SCHEDULERS), flag=flag)
+    return check_choice("scheduler", _ALIASES.get(key, key), list(SCHEDULERS))
 
 def set_scheduler(pipe,     # a diffusers pipeline
                   name:str, # a `SCHEDULERS` name or alias
@@ -328,11 +327,9 @@ def job_identity(j:Job, # a job of a plan
 def plan_identity(run:Run,   # the checked run
                   info:dict, # the pipeline's model and scheduler (`_pipe_info`)
                  ) -> dict:
-    "The plan's identity for the manifest header: model, scheduler, format, sizes, and a digest of every job."
-    jobs = json.dumps([[j.id, *job_identity(j).values()] for j in run.plan])
+    "The plan's identity for the manifest header: model, scheduler, format, final size and generated sizes."
     return {"model": info.get("model"), "scheduler": info.get("scheduler"), "image_format": run.fmt,
-            "resize": list(run.target) if run.target else None, "sizes": sorted({f"{j.width}x{j.height}" for j in run.plan}),
-            "jobs": len(run.plan), "digest": hashlib.sha256(jobs.encode()).hexdigest()[:16]}
+            "resize": list(run.target) if run.target else None, "sizes": sorted({f"{j.width}x{j.height}" for j in run.plan})}
 
 def _same(field:str, a, b) -> bool:
     "Equal values; a scheduler's class name equals the short name that builds it unchanged ('DDIMScheduler', 'ddim')."
@@ -580,7 +577,8 @@ def generate(plan:Sequence[Job],            # the jobs, from `make_plan`
                 compile=compile, safety_checker=safety_checker not in ("off", None, False) and not callable(safety_checker))
             if run.scheduler is not None and pipe is model: set_scheduler(pipe, run.scheduler)   # load_pipeline already set it
             info = _pipe_info(pipe, model) | ({"scheduler": run.scheduler} if run.scheduler else {})
-            check_plan(records, run, model=info["model"], scheduler=info["scheduler"], allow_plan_change=allow_plan_change)
+            if (info["model"], info["scheduler"]) != (model_id, sched):            # e.g. a hub id's scheduler, known once loaded
+                check_plan(records, run, model=info["model"], scheduler=info["scheduler"], allow_plan_change=allow_plan_change)
             check = _safety_fn(pipe, safety_checker)
             with claims.locked():
                 manifest = JsonlManifest(run.manifest_path, SCHEMA, meta={**info, "plan": plan_identity(run, info), "environment": environment_info()})
@@ -712,8 +710,8 @@ def _cli_plan(args) -> list[Job]:
 def cli_generate(args, # the parsed `cogsynth generate` options
                 ) -> int:
     "`cogsynth generate`: make the plan from the flags, then `generate` it (`cogsynth.cli.main` names the flags in errors)."
-    check_precision(args.precision, flag="--precision")
-    if args.scheduler is not None: scheduler_name(args.scheduler, flag="--scheduler")
+    check_precision(args.precision)
+    if args.scheduler is not None: scheduler_name(args.scheduler)
     plan = _cli_plan(args)
     if args.dry_run:
         print(markdown_table([{"id": j.id, "family": j.family, "guidance": j.guidance, "seed": j.seed, "size": f"{j.width}x{j.height}",

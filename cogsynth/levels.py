@@ -23,7 +23,7 @@ __all__ = ['NAMED_SETS', 'PERSON', 'IMAGE_EXTS', 'LEVELS_SCHEMA', 'SPLITS_SCHEMA
            'read_mapping', 'imagenet_cog_exclusions', 'eligible_concepts', 'image_counts_from_root',
            'read_image_counts', 'level_spans', 'check_level_args', 'read_level_inputs', 'rank_concepts',
            'rerank_by_text', 'concept_records', 'levels_manifest', 'write_levels', 'build_levels', 'levels_path',
-           'load_levels', 'is_level_spec', 'resolve_level_spec', 'published_levels', 'check_level_lists',
+           'load_levels', 'is_level_spec', 'find_level', 'resolve_level_spec', 'published_levels', 'check_level_lists',
            'levels_from_lists', 'build_preset', 'plot_levels', 'is_vulgar', 'level_examples', 'plot_level_ranges',
            'write_level_report', 'make_splits', 'UnsafePickleError', 'RestrictedUnpickler', 'safe_unpickle',
            'read_cog_levels', 'read_cog_splits', 'import_cog_files', 'cli_levels_args', 'write_preset', 'cli_levels']
@@ -365,6 +365,19 @@ def is_level_spec(spec, # anything a user may pass where a level spec is allowed
     head, sep, level = str(spec).rpartition(":")
     return bool(sep and head and level.strip()) and (head in LEVEL_PRESETS or head.lower().endswith(".json"))
 
+def find_level(manifest:dict, # a level manifest (`load_levels`)
+               level, # a level name (`L1`, case-insensitive) or number (`3` or `'3'` for `L3`)
+               where:str="the level manifest", # the manifest, for messages
+              ) -> dict:
+    "The level of `manifest` named by `level`: by name, case-insensitive, or by number (`3` is `L3`)."
+    levels = manifest.get("levels") if isinstance(manifest, dict) else None
+    if not isinstance(levels, list) or not levels: raise CogsynthError(f"{where} holds no levels: pass a level manifest that `cogsynth levels` wrote")
+    names = [str(l.get("name", f"L{i}")) for i, l in enumerate(levels, 1)]
+    key = str(level).strip()
+    match = [i for i, n in enumerate(names) if n.lower() == key.lower()] or [i for i, n in enumerate(names) if key.isdigit() and n == f"L{int(key)}"]
+    if not match: raise CogsynthError(f"level {level!r} is not in {where}: use one of {', '.join(names)}")
+    return levels[match[0]]
+
 def resolve_level_spec(spec:str, # `MANIFEST:LEVEL`, e.g. `imagenet-cog:L1` or `runs/levels.json:L3`
                       ) -> tuple[list[str], str, str]:
     "`(wnids, manifest, level)` of a level spec like `imagenet-cog:L1` or `PATH/levels.json:L3`; wnids sorted."
@@ -372,13 +385,8 @@ def resolve_level_spec(spec:str, # `MANIFEST:LEVEL`, e.g. `imagenet-cog:L1` or `
         raise CogsynthError(f"{str(spec)!r} is not a level spec: write MANIFEST:LEVEL, MANIFEST one of "
                             f"{', '.join(LEVEL_PRESETS)} or a levels.json path, e.g. 'imagenet-cog:L1'")
     head, _, level = str(spec).rpartition(":")
-    m, level = load_levels(head), level.strip()
-    names = [l["name"] for l in m["levels"]]
-    match = [n for n in names if n.lower() == level.lower()] or [n for n in names if level.isdigit() and n == f"L{level}"]
-    if not match:
-        raise CogsynthError(f"level {level!r} is not in {head} (in {spec!r}): use one of {', '.join(names)}")
-    lv = m["levels"][names.index(match[0])]
-    return sorted(c["wnid"] for c in lv["concepts"]), head, match[0]
+    lv = find_level(load_levels(head), level.strip(), f"{head} (in {spec!r})")
+    return sorted(c["wnid"] for c in lv["concepts"]), head, lv["name"]
 
 # %% ../nbs/02_levels.ipynb #735313e4
 def published_levels() -> dict:
@@ -395,7 +403,7 @@ def check_level_lists(lists, # `{name: wnids}`, or a sequence of wnid sequences 
     if isinstance(lists, dict): items = list(lists.items())
     elif isinstance(lists, (list, tuple)): items = [(f"L{i}", l) for i, l in enumerate(lists, 1)]
     else: raise CogsynthError(f"{what}: expected a sequence of levels (sequences of wnids), got {type(lists).__name__}")
-    bad = [str(k) for k, v in items if isinstance(v, (str, bytes, dict)) or not isinstance(v, (list, tuple))]
+    bad = [str(k) for k, v in items if not isinstance(v, (list, tuple))]
     if bad: raise CogsynthError(f"{what}: levels {preview(bad)} are not sequences of wnids")
     levels = {str(k): [str(w).strip() for w in v] for k, v in items}
     if n_levels is not None and len(levels) != n_levels: raise CogsynthError(f"{what}: {len(levels)} levels, expected {n_levels}")
@@ -431,7 +439,8 @@ def levels_from_lists(lists, # `{name: wnids}` or a sequence of wnid sequences
     rank = {w: i for i, w in enumerate(ranked)}
     ordered = [sorted(v, key=rank.get) for v in levels.values()]
     spans = [(rank[v[0]], rank[v[-1]] + 1) for v in ordered]
-    report = report + [{"filter": "listed", "removed": report[-1]["remaining"] - len(set(listed) & set(eligible)), "remaining": len(listed)}]
+    kept = len(set(listed) & set(eligible))
+    report = report + [{"filter": "listed", "removed": report[-1]["remaining"] - kept, "remaining": kept}]
     checks = {"ranking_reproduces_levels": all(b - a == len(v) for (a, b), v in zip(spans, ordered)) and spans == sorted(spans),
               "not_eligible_without_counts": sorted(set(listed) - set(eligible))}
     params = {"n_levels": len(ordered), "per_level": len(ordered[0]), "levels_from": source}
@@ -641,7 +650,10 @@ def _plain(x, where="the pickle"):
     "Builtin containers, str and int, with numpy string arrays turned into lists of str; anything else refused."
     if isinstance(x, str) or (isinstance(x, int) and not isinstance(x, bool)): return x
     if isinstance(x, np.ndarray): return [_text(v) for v in _string_dtype_array(x).ravel().tolist()]
-    if isinstance(x, dict): return {_plain(k, where): _plain(v, where) for k, v in x.items()}
+    if isinstance(x, dict):
+        bad = [k for k in x if not (isinstance(k, str) or (isinstance(k, int) and not isinstance(k, bool)))]
+        if bad: raise UnsafePickleError(f"{where} holds a dict key of type {type(bad[0]).__name__} ({bad[0]!r:.60}): only str and int keys")
+        return {k: _plain(v, where) for k, v in x.items()}
     if isinstance(x, (list, tuple, set, frozenset)): return [_plain(v, where) for v in x]
     raise UnsafePickleError(f"{where} holds a {type(x).__name__}: only builtin containers, str, int and numpy string arrays")
 
@@ -741,16 +753,19 @@ def write_preset(name:str, # a shipped preset, one of `LEVEL_PRESETS`
 def cli_levels(args) -> int:
     if args.cog_splits and not args.cog_levels: raise CogsynthError("--cog-splits needs --cog-levels: pass NAVER's levels file too")
     if args.preset and args.cog_levels: raise CogsynthError("give --preset or --cog-levels, not both")
-    if args.preset: m = write_preset(args.preset, args.out)
-    elif args.cog_levels: m, _ = import_cog_files(args.cog_levels, args.cog_splits, args.out)
+    if args.preset: m, wrote_splits = write_preset(args.preset, args.out), False
+    elif args.cog_levels:
+        m, splits = import_cog_files(args.cog_levels, args.cog_splits, args.out)
+        wrote_splits = splits is not None
     else:
         m = build_levels(args.seen, args.pool, n_levels=args.n_levels, per_level=args.per_level, similarity=args.similarity,
                          image_root=args.image_root, image_counts=args.image_counts, min_images=args.min_images,
                          text_model=args.text_model, out=args.out, seed=args.seed, n_train=args.n_train, n_test=args.n_test,
                          lcs=args.lcs, flags=_LEVEL_FLAGS)
+        wrote_splits = args.image_root is not None                 # build_levels writes splits.json given an image root
     for r in m["filters"]: print(f"{r['filter']:>18}: removed {r['removed']:>6,}  remaining {r['remaining']:>6,}")
     for l in m["levels"]: print(f"{l['name']}: ranks {l['rank_start']}-{l['rank_end']}, similarity {l['similarity_max']:.4f} .. {l['similarity_min']:.4f}")
     written = [p.name for p in write_level_report(m, args.out)]
-    extra = ["splits.json"] if (Path(args.out)/"splits.json").exists() and (args.image_root or args.cog_splits) else []
+    extra = ["splits.json"] if wrote_splits else []
     print(f"wrote {Path(args.out)/'levels.json'}, " + ", ".join(extra + written))
     return 0

@@ -97,9 +97,12 @@ def load_torch_file(path, # a file written by `torch.save`
                     what:str="", # what the file is, to name it in the message ("checkpoint ")
                     fix:str="If it is a torch file at all, write it again (e.g. rerun the training that made it) or pass another file", # the way out
                    ):
-    "`torch.load(path)` on the CPU (tensors and plain containers only); a truncated or corrupt file is an error naming it and `fix`."
+    "`torch.load(path)` on the CPU (tensors and plain containers only); a truncated or corrupt file, or one holding other Python objects, is an error naming it."
     try: return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        if "Weights only load failed" in str(e):
+            raise CogsynthError(f"{what}{str(path)!r} holds Python objects other than tensors and plain containers, which a weights-only load refuses "
+                                "(it never runs a file's code): save only tensors, e.g. torch.save(model.state_dict(), path)") from None
         raise CogsynthError(f"{what}{str(path)!r} is unreadable ({type(e).__name__}: {str(e)[:120]}): it is truncated or corrupt. {fix}") from None
 
 def _state_dict_from(path) -> dict:

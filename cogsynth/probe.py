@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .core import (CogsynthError, as_numpy, atomic_write, barrier, check_choice, check_precision, clean_stale_temps, cogsynth_home, cpu_has_bf16,
+from .core import (CogsynthError, as_numpy, atomic_write, barrier, check_choice, check_precision, clean_stale_temps, cogsynth_home,
                            derive_seed, distinct_colors, ensure_dir, environment_info, get_device, get_logger, init_distributed,
                            precision_dtype, progress, rank_device, read_json, resolve_auto_precision, safe_name, save_figure, seeds_caption, write_json,
                            temp_path)
@@ -21,8 +21,8 @@ from .core import (CogsynthError, as_numpy, atomic_write, barrier, check_choice,
 __all__ = ['SGD_SPACE', 'LBFGS_SPACE', 'SOLVERS', 'FEWSHOT_N', 'FEATURES_SCHEMA', 'STORE_DTYPES', 'ON_CHANGE', 'COG_COLUMNS',
            'check_features', 'encode_labels', 'stratified_split', 'fewshot_indices', 'probe_precision', 'sgd_fit',
            'lbfgs_fit', 'probe_metrics', 'mean_per_class_accuracy', 'linear_probe', 'save_result', 'fewshot_probe',
-           'Features', 'save_features', 'read_sidecar', 'load_features', 'resolve_encoder', 'check_layers',
-           'feature_dataset', 'weights_hash', 'dataset_fingerprint', 'feature_identity', 'feature_key',
+           'Features', 'save_features', 'TornFeaturesError', 'read_sidecar', 'load_features', 'resolve_encoder',
+           'check_layers', 'feature_dataset', 'weights_hash', 'dataset_fingerprint', 'feature_identity', 'feature_key',
            'default_feature_folder', 'pending_layers', 'encode_batches', 'encode', 'extract_features', 'data_identity',
            'probe_settings', 'identity_diff', 'cog_benchmark', 'cog_table', 'plot_cog', 'plot_fewshot']
 
@@ -477,10 +477,17 @@ def _write_sidecar(folder, layer, shape, dtype, classes, meta) -> Path:
     return write_json(Path(folder)/f"{stem}.json", side)
 
 # %% ../nbs/08_probe.ipynb #79c9fe1a
-def _torn(path, e) -> CogsynthError:
-    return CogsynthError(f"{path} is truncated or unreadable ({type(e).__name__}: {e}): an extraction was interrupted or the file "
-                         f"was damaged; delete the files of this layer in {Path(path).parent} and extract again "
-                         "(`extract_features` re-extracts torn files by itself, so does `cogsynth probe --model ...`)")
+class TornFeaturesError(CogsynthError):
+    "A features file that is truncated or unreadable; `reason` names the file and the cause."
+    reason:str = ""
+
+def _torn(path, e) -> TornFeaturesError:
+    reason = f"{path} is truncated or unreadable ({type(e).__name__}: {e})"
+    err = TornFeaturesError(f"{reason}: an extraction was interrupted or the file was damaged; delete the files of this layer in "
+                            f"{Path(path).parent} and extract again (`extract_features` re-extracts torn files by itself, "
+                            "so does `cogsynth probe --model ...`)")
+    err.reason = reason
+    return err
 
 def read_sidecar(path, # a features sidecar (`<layer>.json`)
                 ) -> dict:
@@ -659,14 +666,15 @@ def default_feature_folder(identity:dict, # `feature_identity` of the model and 
     return cogsynth_home()/"features"/hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 # %% ../nbs/08_probe.ipynb #51f95db1
-def _cache_state(folder:Path, layer:str, key:str) -> str|None:
-    "None for a cache hit, else why the layer must be extracted."
+def _cache_state(folder:Path, layer:str, key:str) -> tuple[str, bool]|None:
+    "None for a cache hit, else why the layer must be extracted and whether a file of it is torn."
     side = folder/f"{_layer_file(layer)}.json"
-    if not side.exists(): return "not extracted"
+    if not side.exists(): return "not extracted", False
     try:
-        if read_sidecar(side).get("key") != key: return "other model, data or transform"
+        if read_sidecar(side).get("key") != key: return "other model, data, transform or precision", False
         load_features(side)
-    except CogsynthError as e: return str(e).split(": an extraction")[0]
+    except TornFeaturesError as e: return e.reason, True
+    except CogsynthError as e: return str(e), False
     return None
 
 def pending_layers(folder,              # the features folder
@@ -679,9 +687,10 @@ def pending_layers(folder,              # the features folder
     if force: return list(layers)
     todo = []
     for l in layers:
-        why = _cache_state(Path(folder), l, feature_key(identity, l))
-        if why is None: continue
-        if "truncated or unreadable" in why: get_logger("probe").warning(f"{why}: extracting layer {l!r} again")
+        state = _cache_state(Path(folder), l, feature_key(identity, l))
+        if state is None: continue
+        why, torn = state
+        if torn: get_logger("probe").warning(f"{why}: extracting layer {l!r} again")
         todo.append(l)
     return todo
 
@@ -715,7 +724,7 @@ def encode_batches(net,                 # the encoder, on `device`
         for batch in progress(loader, desc=desc):
             xb, yb = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (list, tuple)) else (batch, None)
             xb = xb.to(dev, non_blocking=True)
-            if dev.type == "cuda": xb = xb.contiguous(memory_format=torch.channels_last)
+            if dev.type == "cuda" and xb.ndim == 4: xb = xb.contiguous(memory_format=torch.channels_last)
             out = models.extract_layers(net, xb, layers) if layers else net(xb)
             yield ({l: f.float().cpu() for l, f in out.items()} if layers else out.float().cpu()), yb
 
@@ -809,15 +818,17 @@ def extract_features(model,                    # a timm name, an encoder.pt path
                      force:bool=False,         # extract again even when cached
                      name:str|None=None,       # the model's name in the sidecar (default: from `model`)
                      content_hash:bool=False,  # hash the image files' bytes into the cache key
+                     encoder_meta:dict|None=None, # encoder.pt metadata (img_size, mean, std) for a module `model`
                     ) -> dict[str, Features]:  # `{layer: Features}`
     "Features of each layer in `layers` of a frozen `model` on `data`, cached on disk."
     _store_dtype(dtype); check_precision(precision)
     rank, world, dev = _extraction_device(device)
     net, model_name, meta = resolve_encoder(model, weights=weights, device=dev)                     # 1. the encoder
-    model_name = name or model_name
+    model_name, meta = name or model_name, {**meta, **(encoder_meta or {})}
     layers = check_layers(net, layers, name=model_name)                                           # 2. the layers
     data, ds, transform = feature_dataset(data, split=split, classes=classes, transform=transform, meta=meta, net=net)   # 3.
-    identity = feature_identity(net, data, transform, name=model_name, content_hash=content_hash)   # 4. the cache key
+    identity = {**feature_identity(net, data, transform, name=model_name, content_hash=content_hash),  # 4. the cache key
+                "precision": _extraction_precision(precision, dev), "dtype": _store_dtype(dtype)}
     folder = Path(out) if out is not None else default_feature_folder(identity)
     if rank == 0: ensure_dir(folder, "features folder"); clean_stale_temps(folder, recursive=True)   # temps of killed runs
     todo = pending_layers(folder, layers, identity, force=force)                                     # 5. what the cache lacks

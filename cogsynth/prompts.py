@@ -402,7 +402,7 @@ def _read_class_file(p) -> list[str] | dict[str, str]:
     lines = [l for l in lines if l.strip()]
     if not lines: raise CogsynthError(f"class file {str(p)!r} lists no classes: one wnid or name per line")
     if any("\t" in l for l in lines):
-        return {k.strip(): (v.strip() or k.strip()) for k, _, v in (l.partition("\t") for l in lines)}
+        return {k.strip(): (v.strip() or None) for k, _, v in (l.partition("\t") for l in lines)}   # no phrasing: a wnid or name, as in a plain list
     return [l.strip() for l in lines]
 
 def read_classes(spec, # a class file, a level spec ("imagenet-cog:L1", "PATH/levels.json:L3") or "a,b,c"

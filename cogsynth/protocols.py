@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .core import (CogsynthError, check_choice, ensure_dir, environment_info, get_logger, read_json, safe_name,
-                           write_json, write_table)
+from .core import (CogsynthError, check_choice, ensure_dir, environment_info, get_logger, markdown_table, read_json,
+                           safe_name, write_json, write_table)
 from .probe import (COG_COLUMNS, FEWSHOT_N, ON_CHANGE, SOLVERS, Features, cog_benchmark, cog_table, extract_features,
                             load_features, plot_cog, plot_fewshot, read_sidecar, resolve_encoder)
 from .analysis import feature_stats, generalization_index, plot_genindex
@@ -30,8 +30,6 @@ class Protocol:
     name:str              # the name `run_protocol` and `cogsynth probe --protocol` take
     fn:Callable           # `fn(features, *, out, model, **settings) -> dict`
     splits:tuple|None     # the splits every data item needs; None: the one split the caller picks
-    @property
-    def summary(self) -> str: return (self.fn.__doc__ or "").strip().split("\n")[0]
     def settings(self) -> list[str]:
         "The keyword settings `fn` takes, beyond `features`, `out` and `model`."
         return [k for k, p in inspect.signature(self.fn).parameters.items()
@@ -159,10 +157,10 @@ def cog_protocol(features:dict,                        # `{name: {"train": {laye
     allr = results + ([base] if base else [])
     write_json(out/"cog.json", {"schema": "cogsynth.cog-runs/1", "results": results, "environment": environment_info()})
     table = cog_table(allr)
-    md, _ = write_table(table, out/"cog", columns=COG_COLUMNS)
+    write_table(table, out/"cog", columns=COG_COLUMNS)
     plot_cog(allr, baseline=base["model"] if base else None, path=out/"cog.png")
     if shots: plot_fewshot(allr, baseline=base["model"] if base else None, path=out/"fewshot.png")
-    return {"results": results, "baseline": base, "table": table, "message": Path(md).read_text()}
+    return {"results": results, "baseline": base, "table": table, "message": markdown_table(table, COG_COLUMNS)}
 
 # %% ../nbs/09b_protocols.ipynb #77ef5345
 @register_protocol("fewshot")
@@ -240,9 +238,10 @@ def split_folder(spec:str,            # a folder, possibly with a `{split}` plac
                  whole_ok:bool=False, # use a folder without split sub-folders whole (single-split protocols)
                 ) -> str:
     "The folder of `split` for a folder spec: `{split}` filled in, or `spec/split`; a folder without it raises unless `whole_ok`."
-    if "{split}" in spec: return spec.replace("{split}", split)
+    from cogsynth.data import split_dir
+    if "{split}" in spec: return str(split_dir(spec, split))
     root = Path(spec).expanduser()
-    if (root/split).is_dir(): return str(root/split)
+    if (folder := split_dir(root, split, whole_ok=False)) is not None: return str(folder)
     if not root.is_dir(): raise CogsynthError(f"--data {name}={spec}: folder {str(root)!r} does not exist: pass digits[:CLASSES], a level (imagenet-cog:L1) or a folder")
     if whole_ok:
         get_logger("protocols").info(f"--data {name}={spec}: no {split}/ sub-folder, the whole folder is used")
@@ -286,13 +285,15 @@ def extract_all(datasets:dict,        # `{name: {split: dataset}}`
                 layers=None,          # layer taps (default: the last one)
                 batch_size:int=256,   # images per forward pass
                 device="auto",        # where the encoder runs
+                img_size:int|None=None, # side PIL images are resized to (default: the encoder's)
                ) -> dict:             # `{name: {split: {layer: Features}}}`
     "Features of one model (resolved once) on every dataset, cached under `out/features`."
     import torch
     torch.manual_seed(0)                            # a timm name without weights: the same random init for every split
-    net, name, _ = resolve_encoder(model, weights=weights, device="cpu")
+    net, name, meta = resolve_encoder(model, weights=weights, device="cpu")
+    meta = {**meta, "img_size": img_size} if img_size else meta
     return {n: {sp: extract_features(net, ds, layers=layers, name=name, out=Path(out)/"features"/safe_name(n)/sp,
-                                     batch_size=batch_size, device=device) for sp, ds in by_split.items()}
+                                     batch_size=batch_size, device=device, encoder_meta=meta) for sp, ds in by_split.items()}
             for n, by_split in datasets.items()}
 
 def load_all(folder,                 # a features folder: `folder/<name>/<split>/<layer>.json`
@@ -441,7 +442,7 @@ def cli_probe_args(p, # the `probe` sub-parser of `cogsynth.cli`
     p.add_argument("--precision", default="auto", help="features' precision in the probes: auto (bf16 on CUDA and bf16-capable CPUs), fp32, bf16 or fp16")
     p.add_argument("--on-change", choices=ON_CHANGE, default="rerun", help="a stored cog run computed with other settings: rerun it (with a warning) or stop with an error")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass of the encoder")
-    p.add_argument("--img-size", type=int, default=None, help="image size for digits specs (default: 16)")
+    p.add_argument("--img-size", type=int, default=None, help="image side: digits specs are drawn at it (default: 16), image folders and --levels resized to it (default: the encoder's)")
 
 # %% ../nbs/09b_protocols.ipynb #44f31d32
 def _check_cli(args) -> None:
@@ -458,6 +459,7 @@ def _check_cli(args) -> None:
     bad = [n for n in args.shots or [] if n < 1]
     if bad: raise CogsynthError(f"--shots {bad} must be positive numbers of images per class")
     check_precision(args.precision, flag="--precision")
+    if args.levels: check_choice("split", args.split, ("train", "test"), flag="--split")
 
 def _cli_datasets(args, splits) -> dict:
     if args.levels:
@@ -476,10 +478,11 @@ def cli_probe(args, # the parsed command line
     _check_cli(args)
     proto = get_protocol(args.protocol, flag="--protocol")
     splits = protocol_splits(args.protocol, args.split)
+    if args.baseline and "baseline" in proto.settings(): read_baseline(args.baseline, _cli_names(args), args.shots)   # before any extraction
     ensure_dir(args.out, "results folder", "pass --out with a writable folder")
     if args.features: feats = load_all(args.features, _cli_names(args), splits, layers=args.layers)
     else: feats = extract_all(_cli_datasets(args, splits), model=args.model, out=args.out, weights=args.weights, layers=args.layers,
-                              batch_size=args.batch_size, device=args.device)
+                              batch_size=args.batch_size, device=args.device, img_size=args.img_size)
     settings = {k: getattr(args, k) for k in proto.settings() if hasattr(args, k)}
     res = run_protocol(args.protocol, feats, out=args.out, model=model_label(args.model, args.features), **settings)
     print(res["message"])

@@ -6,11 +6,11 @@ Docs: https://cogsynth.github.io/cogsynth/runner.html.md"""
 
 # %% ../nbs/11_runner.ipynb #159f76c8
 from __future__ import annotations
-import ast, io, itertools, json, math, os, re, signal, subprocess, sys, threading, time
+import ast, csv, io, itertools, json, math, os, re, signal, subprocess, sys, threading, time
 from pathlib import Path
 
 from .core import (CogsynthError, FileLock, atomic_write, check_choice, clean_stale_temps, distinct_colors, ensure_dir, environment_info, get_logger,
-                           markdown_table, progress, read_json, save_figure, seeds_caption, write_json, write_table)
+                           markdown_table, progress, read_json, save_figure, seeds_caption, write_json)
 
 # %% auto #0
 __all__ = ['SWEEP_RESERVED', 'RUN_RECORD', 'METRIC_UNITS', 'SWEEP_EPILOG', 'tutorials_dir', 'list_tutorials', 'tutorial_name',
@@ -49,13 +49,17 @@ class LineStream:
                  stream=None,        # where lines go (default: sys.stderr)
                  every:float=10.0):  # seconds between two lines of a self-redrawing progress bar
         self.name, self.stream, self.every = name, stream, every
-        self.t0, self.last, self.buf = time.time(), -math.inf, ""
+        self.t0, self.last, self.buf, self.held = time.time(), -math.inf, "", None
 
     def write(self, text:str) -> int:
         self.buf += text
         while (i := min((j for j in (self.buf.find("\r"), self.buf.find("\n")) if j >= 0), default=-1)) >= 0:
             line, sep, self.buf = self.buf[:i], self.buf[i], self.buf[i + 1:]
-            if line.strip() and (sep == "\n" or time.time() - self.last >= self.every): self._emit(line)
+            if sep == "\n" and not line and self.held: line = self.held     # `\r\n`, maybe split over two writes: a line end
+            self.held = None
+            if not line.strip(): continue
+            if sep == "\n" or time.time() - self.last >= self.every: self._emit(line)
+            else: self.held = line                                          # a redraw held back, unless `\n` follows
         return len(text)
 
     def _emit(self, line:str):
@@ -64,6 +68,11 @@ class LineStream:
         self.last = time.time()
 
     def flush(self): pass
+
+    def close(self):
+        "Emit what is left: a last line without a newline."
+        if self.buf.strip(): self._emit(self.buf)
+        self.buf, self.held = "", None
 
 # %% ../nbs/11_runner.ipynb #a43683ff
 def run_tutorial(path,                   # the tutorial notebook
@@ -80,9 +89,11 @@ def run_tutorial(path,                   # the tutorial notebook
     folder = ensure_dir(Path(out)/name).resolve()        # absolute: the notebook runs with cwd=folder
     results_path = folder/"results.json"
     relay = LineStream(name) if stream else None
-    pm.execute_notebook(str(path), str(folder/path.name), kernel_name="python3", cwd=str(folder), progress_bar=False,
-                        parameters=dict(smoke=smoke, device=device, out_dir=str(folder), results_path=str(results_path), **params),
-                        execution_timeout=timeout, report_mode=False, stdout_file=relay, stderr_file=relay)
+    try: pm.execute_notebook(str(path), str(folder/path.name), kernel_name="python3", cwd=str(folder), progress_bar=False,
+                             parameters=dict(smoke=smoke, device=device, out_dir=str(folder), results_path=str(results_path), **params),
+                             execution_timeout=timeout, report_mode=False, stdout_file=relay, stderr_file=relay)
+    finally:
+        if relay is not None: relay.close()
     if not results_path.exists(): raise CogsynthError(f"tutorial {path.name} finished without writing {results_path}")
     return read_json(results_path)
 
@@ -139,14 +150,15 @@ def write_summary(out,                     # the results folder
 
 def write_report_if_available(out, # the results folder
                              ) -> Path|None:
-    "Step 4: `cogsynth.report.write_report(out)` (the HTML report), when it and nbconvert, which renders it, are installed."
-    try:
-        from cogsynth.report import write_report
-        return write_report(out)
+    "Step 4: `cogsynth.report.write_report(out)` (the HTML report), or None with a warning: the report is an add-on."
+    from cogsynth.report import write_report
+    log = get_logger(__name__)
+    try: return write_report(out)
     except ModuleNotFoundError as e:
-        if e.name not in ("cogsynth.report", "nbconvert"): raise
-        get_logger(__name__).warning("no HTML report: %s is not installed (pip install nbconvert)", e.name)
-        return None
+        if e.name != "nbconvert": raise
+        log.warning("no HTML report: nbconvert, which renders it, is not installed (pip install nbconvert)")
+    except CogsynthError as e: log.warning("no HTML report: %s", e)     # e.g. a page that would load from the network
+    return None
 
 # %% ../nbs/11_runner.ipynb #c5668f12
 def run_tutorials(out,                       # results folder (created)
@@ -514,16 +526,19 @@ def run_row(job:dict, # a planned run (from `_jobs`)
 
 # %% ../nbs/11_runner.ipynb #f7998f5d
 def resolve_metric(metric:str,       # a column name or a unique suffix of one
-                   rows:list[dict],  # the sweep's rows
+                   rows:list[dict],  # the sweep's rows (the finished ones)
+                   axes:list[str]=(), # the grid axes: parameters, not results
                   ) -> str:
     "The column `metric` names: itself, or the one column ending with `.metric`."
-    cols = list(dict.fromkeys(k for r in rows for k in r if isinstance(r[k], (int, float)) and not isinstance(r[k], bool)))
+    cols = list(dict.fromkeys(k for r in rows for k in r if k not in axes and k != "failing_cell"
+                              and isinstance(r[k], (int, float)) and not isinstance(r[k], bool)))
     if metric in cols: return metric
     hits = [c for c in cols if c.endswith("." + metric)]
     if len(hits) == 1: return hits[0]
     if hits: raise CogsynthError(f"--metric={metric!r} is ambiguous: give one of {', '.join(hits)}")
-    if not cols: raise CogsynthError(f"--metric={metric!r}: the runs reported no numeric result (did every run fail? see their run.log)")
-    return check_choice("metric", metric, [c for c in cols if c != "seconds"], flag="--metric")
+    results = [c for c in cols if c != "seconds"]
+    if not results: raise CogsynthError(f"--metric={metric!r}: the runs reported no numeric result (did they fail, or write no numbers? see their run.log)")
+    return check_choice("metric", metric, results, flag="--metric")
 
 # %% ../nbs/11_runner.ipynb #4dfe7d43
 def aggregate(rows:list[dict],              # the sweep's rows
@@ -600,6 +615,10 @@ def plot_sweep(agg:list[dict],         # `aggregate`'s rows
     return Path(path)
 
 # %% ../nbs/11_runner.ipynb #92d25fe2
+def _varying(typed:dict[str, list]) -> list[str]:
+    "The axes with several values (else the first axis): they name the run folders and the columns of sweep.md."
+    return [a for a in typed if len(typed[a]) > 1] or list(typed)[:1]
+
 def _jobs(nb:Path, runs:list[dict], declared:dict, out:Path, smoke:bool, varying:list[str]) -> list[dict]:
     jobs = []
     for run in runs:
@@ -622,7 +641,10 @@ def write_sweep_tables(rows:list[dict],         # one row per run
                        about:str="",            # a line under the title: the notebook, the fixed parameters
                       ) -> tuple[Path, Path]:
     "Step 6: `sweep.csv` (every column) and `sweep.md` (runs, then the mean over seeds; fixed parameters left out)."
-    write_table(rows, out/"sweep.csv", floatfmt=".4g")               # sweep.csv (and a plain sweep.md, rewritten below)
+    cols, cell = list(dict.fromkeys(k for r in rows for k in r)), lambda v: json.dumps(v) if isinstance(v, (list, tuple, dict)) else v
+    with atomic_write(out/"sweep.csv", newline="") as f:                 # every column at full precision
+        w = csv.DictWriter(f, cols, lineterminator="\n")
+        w.writeheader(); w.writerows({c: cell(r.get(c)) for c in cols} for r in rows)
     show = [{k: r.get(k) for k in [*axes, "status", "seconds", metric, "error"] if k} for r in rows] if metric else rows
     md = [f"# Sweep\n\n{about}{len(rows)} runs, {sum(r['status'] == 'done' for r in rows)} done\n\n## Runs\n\n", _md_table(show)]
     if agg: md += ["\n## Mean ± std over seeds\n\n", _md_table(agg)]
@@ -643,12 +665,14 @@ def summarize_sweep(jobs:list[dict],         # the planned runs (from `_jobs`)
                     seed:str="seed",          # the axis averaged out
                     about:str="") -> dict:    # the line under sweep.md's title
     "Steps 6 and 7: the tables of every run, the mean over seeds, and the plot."
-    axes = list(typed)
-    varying = [a for a in axes if len(typed[a]) > 1] or axes[:1]
+    axes, varying = list(typed), _varying(typed)
     rows = [run_row(j) for j in jobs]
-    metric = resolve_metric(metric, rows) if metric else None
+    done, bad = [r for r in rows if r["status"] == "done"], None
+    try: metric = resolve_metric(metric, done, axes) if metric and done else None   # no run finished: nothing to plot yet
+    except CogsynthError as e: bad, metric = e, None                                 # the tables first, then the error
     agg = aggregate(rows, varying, seed=seed, metrics=[metric] if metric else None, ignore=axes) if seed in varying else None
     csv_path, md_path = write_sweep_tables(rows, agg, out, metric=metric, axes=varying, about=about)
+    if bad: raise bad
     png = None
     if metric:
         xs = [a for a in varying if a != seed]
@@ -676,7 +700,7 @@ def sweep(notebook,                       # a tutorial name (`synthetic_digits`)
     declared = notebook_parameters(nb)
     if smoke and "smoke" not in declared: raise CogsynthError(f"--smoke: {nb.name} has no smoke parameter; drop --smoke")
     typed = check_grid(parse_grid(grid) if isinstance(grid, (list, tuple)) else grid, declared)   # 2. the typed grid
-    varying = [a for a in typed if len(typed[a]) > 1] or list(typed)[:1]
+    varying = _varying(typed)
     out = ensure_dir(out, "sweep folder", "pass --out with a writable folder").resolve()
     log = get_logger(__name__)
     fixed = {a: typed[a][0] for a in typed if a not in varying} | ({"smoke": True} if smoke else {})

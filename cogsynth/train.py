@@ -16,7 +16,7 @@ import numpy as np
 from .data import IMAGENET_MEAN, normalize_batch
 from .core import (CogsynthError, atomic_write, barrier, check_choice, check_precision, clean_stale_temps, derive_seed,
                            dist_info, distinct_colors, ensure_dir, environment_info, get_device, get_logger, init_distributed, is_main_process, is_quiet,
-                           precision_dtype, progress, resolve_auto_precision, save_figure, seed_everything, write_json)
+                           precision_dtype, progress, rank_device, resolve_auto_precision, save_figure, seed_everything, write_json)
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'SCHEDULES', 'AUGMENTS', 'RECIPES', 'register_recipe', 'get_recipe', 'lr_factor', 'resolve_settings',
@@ -243,13 +243,13 @@ def recipe_lr(r:dict, # run settings (lr, batch_size, lr_scale_batch)
     "The peak learning rate of run settings `r`: `lr`, times `batch_size / 256` with `lr_scale_batch`."
     return r["lr"] * (r["batch_size"] / 256 if r["lr_scale_batch"] else 1.0)
 
-def build_optimizer(net,    # the module to train (or an iterable of (name, parameter))
+def build_optimizer(net,    # the module to train
                     r:dict, # run settings: optimizer, lr, momentum, weight_decay, no_decay_1d
                    ):
     "SGD (momentum) or AdamW at `recipe_lr(r)`, in a decay and a no-decay parameter group."
     import torch
     decay, no_decay = [], []
-    for n, p in (net.named_parameters() if hasattr(net, "named_parameters") else net):
+    for p in net.parameters():
         if p.requires_grad: (no_decay if r["no_decay_1d"] and p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": r["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
     lr = recipe_lr(r)
@@ -332,8 +332,9 @@ def restore(ckpt:dict,         # from `load_checkpoint`
     if "optimizer" in changes or "no_decay_1d" in changes:
         get_logger("train").warning("optimizer or its parameter groups changed: its state (momenta) starts afresh")
     else: opt.load_state_dict(ckpt["optimizer"])
-    sched.load_state_dict(ckpt["scheduler"]); scaler.load_state_dict(ckpt["scaler"])
-    if changes: _apply_settings(opt, sched, r)
+    sched.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler"): scaler.load_state_dict(ckpt["scaler"])   # {} from a disabled (bf16/fp32) scaler: this run's starts afresh
+    _apply_settings(opt, sched, r)   # this run's settings and schedule (a longer run reshapes the lr curve from the saved step on)
     if model.ema is not None:
         if ckpt.get("ema"): model.ema.load_state_dict(ckpt["ema"])
         else: model.ema.module.load_state_dict(model.embed_view.state_dict())
@@ -407,10 +408,10 @@ def _set_rng_state(s:dict):
 def _start_distributed(device):
     "(device of this rank, DistInfo, whether this call initialized the process group)."
     import torch, torch.distributed as dist
-    dev = get_device(device)
     was = dist.is_available() and dist.is_initialized()
-    info = init_distributed(dev)
-    if dev.type == "cuda" and info.world_size > 1: dev = torch.device("cuda", torch.cuda.current_device())
+    info = init_distributed(get_device(device))
+    dev = rank_device(device)   # this rank's GPU, also when the caller had initialized the process group
+    if dev.type == "cuda" and info.world_size > 1: torch.cuda.set_device(dev)
     return dev, info, info.world_size > 1 and not was
 
 def _end_distributed(we_init:bool):
@@ -742,11 +743,11 @@ _CLI_NAMES = {"out_dir": "--out", "val_data": "--val", "class_split": "--classes
 
 def _cli_message(msg:str) -> str:
     "`msg` with the Python names that have no flag of the same name written as the flags that set them."
-    for name, flag in _CLI_NAMES.items(): msg = re.sub(rf"(?<![\w.-]){name}\b", flag, msg)
+    for name, flag in _CLI_NAMES.items(): msg = re.sub(rf"(?<![\w./-]){name}(?![\w/])", flag, msg)
     for k in _BASE:
-        if k not in ("batch_size", "lr", "img_size", "epochs"): msg = re.sub(rf"(?<![\w.-]){k}(?= \S+ -> )", f"--set {k}", msg)
+        if k not in ("batch_size", "lr", "img_size", "epochs"): msg = re.sub(rf"(?<![\w./-]){k}(?= \S+ -> )", f"--set {k}", msg)
     for k in ("lr", "batch_size", "seed", "img_size", "precision", "accum_steps", "weights", "data"):
-        msg = re.sub(rf"(?<![\w.-]){k}(?= \S+ -> )", "--" + k.replace("_", "-"), msg)
+        msg = re.sub(rf"(?<![\w./-]){k}(?= \S+ -> )", "--" + k.replace("_", "-"), msg)
     return msg
 
 def cli_train(args, # parsed by `cli_train_args`

@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .core import CogsynthError, check_choice, cogsynth_home, ensure_dir, get_logger, temp_path
+from .core import CogsynthError, atomic_write, check_choice, cogsynth_home, ensure_dir, get_logger
 
 # %% auto #0
 __all__ = ['LEXNAMES', 'DEBIAN_WORDNET', 'INSTALL_HELP', 'MEASURES', 'IC_MEASURES', 'LCS_RULES', 'lexnames_text', 'nltk_data_dir',
@@ -56,7 +56,7 @@ def install_wordnet(source=None, # folder with WordNet 3.0 dict files (default: 
     dest = ensure_dir(Path(target or nltk_data_dir())/"corpora"/"wordnet", "WordNet target folder")
     for f in _WN_FILES:
         if force or not (dest/f).exists() or (dest/f).stat().st_size != (source/f).stat().st_size:
-            tmp = temp_path(dest/f); shutil.copyfile(source/f, tmp); os.replace(tmp, dest/f)
+            with atomic_write(dest/f, "wb") as out, open(source/f, "rb") as src: shutil.copyfileobj(src, out)
     (dest/"lexnames").write_text(lexnames_text())
     return dest.parent.parent
 
@@ -289,6 +289,7 @@ def lowest_common_subsumer(graph:ConceptGraph, # the concept graph holding both 
     check_choice("lcs", lcs, LCS_RULES)
     out = []
     for w1, w2 in pairs:
+        graph.ids([w1, w2])                                          # an unknown wnid is an error naming it
         a2 = graph.ancestors(w2)
         common = graph.ids([a for a in graph.ancestors(w1) if a in a2])
         key = graph.lcs_rank[common] if lcs == "deepest" else -graph.ic[common]
@@ -303,8 +304,8 @@ def pair_similarity(graph:ConceptGraph, # the concept graph holding both concept
     "Similarity of each `(wnid1, wnid2)` pair."
     check_similarity(measure, lcs)
     out = np.empty(len(pairs))
+    i1, i2 = graph.ids([p[0] for p in pairs]), graph.ids([p[1] for p in pairs])     # an unknown wnid is an error naming it
     if measure in IC_MEASURES:
-        i1, i2 = graph.ids([p[0] for p in pairs]), graph.ids([p[1] for p in pairs])
         a = graph.ids(lowest_common_subsumer(graph, pairs, lcs))
         return _combine(measure, graph.ic[i1], graph.ic[i2], graph.ic[a], 0, 0, 0).astype(float)
     for k, (w1, w2) in enumerate(pairs):

@@ -13,8 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .core import (CogsynthError, check_choice, derive_seed, ensure_dir, environment_info, get_logger,
-                           seed_everything, write_json)
+from .core import (CogsynthError, atomic_write, check_choice, derive_seed, ensure_dir, environment_info,
+                           get_logger, seed_everything, write_json)
 from .gzsl import REBALANCES, evaluate_crafted
 
 log = get_logger("cogsynth.zsl")
@@ -294,12 +294,12 @@ def image_folder_arrays(root, # a folder of task-irrelevant images (searched rec
                        ) -> np.ndarray: # float32 [N, 1, size, size] in [0, 1]
     "All images under `root` (recursively), grayscale, resized to `size`: float32 [N, 1, size, size] in [0, 1]."
     from PIL import Image
-    from cogsynth.data import IMG_EXTENSIONS
+    from cogsynth.data import _images_under, open_image
     root = Path(root)
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
+    files = _images_under(root)                                  # image files only, no hidden `._x.png`
     if not files: raise CogsynthError(f"no images found under {root}: give a folder of task-irrelevant .png/.jpg images")
     files = files[:limit] if limit else files
-    return np.stack([np.asarray(Image.open(f).convert("L").resize((size, size), Image.BICUBIC), dtype=np.float32)
+    return np.stack([np.asarray(open_image(f, "L").resize((size, size), Image.BICUBIC), dtype=np.float32)
                      for f in files])[:, None] / 255.0
 
 # %% ../nbs/13_zsl.ipynb #024d671a
@@ -368,11 +368,13 @@ def write_xian_files(folder, # where to write res101.mat and att_splits.mat
     import scipy.io as sio
     folder = ensure_dir(folder, "Xian-format folder")
     col = lambda a: (np.asarray(a, dtype=np.int64).ravel() + 1)[:, None]
-    sio.savemat(folder/"res101.mat", {"features": np.asarray(X, dtype=np.float32).T, "labels": col(y)})
     names = names or [f"{c:03d}.class_{c}" for c in range(len(att))]
-    sio.savemat(folder/"att_splits.mat", {"att": np.asarray(att, dtype=np.float64).T, "trainval_loc": col(trainval),
-                "test_seen_loc": col(test_seen), "test_unseen_loc": col(test_unseen),
-                "allclasses_names": np.array([[n] for n in names], dtype=object)})
+    files = {"res101.mat": {"features": np.asarray(X, dtype=np.float32).T, "labels": col(y)},
+             "att_splits.mat": {"att": np.asarray(att, dtype=np.float64).T, "trainval_loc": col(trainval),
+                                "test_seen_loc": col(test_seen), "test_unseen_loc": col(test_unseen),
+                                "allclasses_names": np.array([[n] for n in names], dtype=object)}}
+    for name, arrays in files.items():
+        with atomic_write(folder/name, "wb") as f: sio.savemat(f, arrays)
     return folder
 
 # %% ../nbs/13_zsl.ipynb #ba066ff2
@@ -517,7 +519,7 @@ def _subset(pairs):
     return np.concatenate([np.asarray(X)[idx] for X, idx in pairs])
 
 # %% ../nbs/13_zsl.ipynb #12acd769
-def _pseudo_pools(task:ZSLTask, holdout_classes, holdout_images:float, rng) -> tuple[list, list]:
+def _pseudo_pools(task:ZSLTask, holdout_classes, rng) -> tuple[list, list]:
     "(pseudo-unseen, pseudo-seen) class indices: a random `holdout_classes` of the seen classes, checked."
     seen = list(task.seen); n = len(seen)
     if isinstance(holdout_classes, float) and not 0 < holdout_classes < 1:
@@ -527,12 +529,12 @@ def _pseudo_pools(task:ZSLTask, holdout_classes, holdout_images:float, rng) -> t
         raise CogsynthError(f"too few seen classes to hold some out: {n} seen, {k} held out leaves {n - k} to fit on; "
                             "class-disjoint validation needs >= 2 pseudo-seen and >= 1 pseudo-unseen class (3 seen "
                             "classes at least): pass a fixed temperature instead")
-    if not 0 < holdout_images < 1: raise CogsynthError(f"holdout_images {holdout_images} must be a share in (0, 1)")
     pu = sorted(int(c) for c in rng.choice(seen, size=k, replace=False))
     return pu, [c for c in seen if c not in pu]
 
 def _held_images(task:ZSLTask, ps:list, holdout_images:float, rng) -> tuple[np.ndarray, np.ndarray]:
     "(fit, held) training-image indices of the pseudo-seen classes: a random `holdout_images` of each held out."
+    if not 0 < holdout_images < 1: raise CogsynthError(f"holdout_images {holdout_images} must be a share in (0, 1)")
     ytr = np.asarray(task.y_train); fit, held = [], []
     for c in ps:
         idx = rng.permutation(np.where(ytr == c)[0])
@@ -551,7 +553,7 @@ def class_disjoint_split(task:ZSLTask, # the task (only its seen classes and tra
     "A validation `ZSLTask` on `task`'s seen classes only: some held out as pseudo-unseen; no unseen class, no test image."
     task.validate()
     rng = np.random.default_rng(seed)
-    pu, ps = _pseudo_pools(task, holdout_classes, holdout_images, rng)
+    pu, ps = _pseudo_pools(task, holdout_classes, rng)
     fit, held = _held_images(task, ps, holdout_images, rng)
     ytr, seen = np.asarray(task.y_train), list(task.seen)
     new = {c: i for i, c in enumerate(seen)}
@@ -725,9 +727,7 @@ def cli_zsl_args(p, # the `cogsynth zsl` argparse (sub)parser
 
 # %% ../nbs/13_zsl.ipynb #0adcb89c
 def _digits_cli_task(args, arg:str|None):
-    from cogsynth.data import digits_classes
-    seen = digits_classes(arg) if arg else "zsl_seen"
-    task = digits_task(args.embeddings, seen=seen, normalize=args.normalize, text_model=args.text_model, seed=args.seed)
+    task = digits_task(args.embeddings, seen=arg or "zsl_seen", normalize=args.normalize, text_model=args.text_model, seed=args.seed)
     if args.irrelevant: irr = image_folder_arrays(args.irrelevant, size=task.X_train.shape[-1])
     else: irr = irrelevant_images(400, task.X_train.shape[-1], seed=derive_seed("zsl-irrelevant", args.seed))
     return task, irr

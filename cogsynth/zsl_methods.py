@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import CogsynthError, check_choice, seed_everything
+from .core import CogsynthError, as_numpy, check_choice, seed_everything
 
 # %% auto #0
-__all__ = ['METRICS', 'BACKBONE_ALIASES', 'LAM_GRID', 'as_tensor', 'CraftedNet', 'make_backbone', 'feature_dim', 'SeenClassifier',
-           'SeenLogits', 'seen_targets', 'random_shift', 'SeenBatches', 'train_seen', 'crafted_logits', 'ridge_map',
-           'choose_lam', 'visual_rules', 'pretrain_seen', 'fit_scc', 'fit_vcc', 'crafted_outputs', 'grad_cam',
-           'plot_grad_cam']
+__all__ = ['METRICS', 'BACKBONE_ALIASES', 'LAM_GRID', 'as_tensor', 'module_device', 'CraftedNet', 'make_backbone', 'feature_dim',
+           'SeenClassifier', 'SeenLogits', 'seen_targets', 'random_shift', 'SeenBatches', 'train_seen',
+           'crafted_logits', 'ridge_map', 'choose_lam', 'visual_rules', 'pretrain_seen', 'fit_scc', 'fit_vcc',
+           'crafted_outputs', 'grad_cam', 'plot_grad_cam']
 
 # %% ../nbs/13a_zsl_methods.ipynb #5f9c6513
 METRICS = ("dot", "cosine", "euclidean")
@@ -29,6 +29,11 @@ def as_tensor(x, # a tensor, an array or anything `np.asarray` takes
              ) -> torch.Tensor: # float32 (tensors are returned as they are)
     "`x` as a float32 tensor (tensors pass through)."
     return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x), dtype=torch.float32)
+
+def module_device(m:nn.Module, # any module
+                 ) -> torch.device: # where its first parameter is (CPU for a module without parameters)
+    "The device `m` runs on."
+    return next((p.device for p in m.parameters()), torch.device("cpu"))
 
 class CraftedNet(nn.Module):
     "Backbone (+ optional projection) followed by a frozen softmax classifier made of fixed rules [C, E]."
@@ -78,9 +83,9 @@ def make_backbone(name:str="small_cnn", # 'small_cnn' (= 'cnn_tiny'), 'mlp', 'id
 def feature_dim(backbone:nn.Module, # a feature extractor
                 x, # sample inputs (the first two are used)
                ) -> int:
-    "The size of `backbone`'s output on a sample input `x`."
+    "The size of `backbone`'s output on a sample input `x` (run where `backbone` is)."
     was = backbone.training; backbone.eval()
-    with torch.no_grad(): d = backbone(as_tensor(x[:2])).shape[1]
+    with torch.no_grad(): d = backbone(as_tensor(x[:2]).to(module_device(backbone))).shape[1]
     backbone.train(was)
     return int(d)
 
@@ -165,11 +170,12 @@ def train_seen(model:nn.Module, # a `CraftedNet` or `SeenClassifier`: `forward(x
 def crafted_logits(net:nn.Module, # a crafted network (or any module)
                    X, # inputs
                    batch_size:int=512, # inputs per forward pass
-                   device="cpu", # where the network runs
+                   device=None, # where the network runs (moved there); None: where it is
                   ) -> np.ndarray: # float32 [N, C] logits over all classes (or [N, D] features)
     "Outputs of `net` on `X` in eval mode, batched, as numpy (`cogsynth.probe.encode`)."
     from cogsynth.probe import encode
-    return encode(net.eval(), as_tensor(X), batch_size=batch_size, device=device, precision="fp32")
+    dev = module_device(net) if device is None else device
+    return encode(net.eval(), as_tensor(X), batch_size=batch_size, device=dev, precision="fp32")
 
 # %% ../nbs/13a_zsl_methods.ipynb #e350d325
 LAM_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -244,8 +250,9 @@ def fit_scc(task, # a `cogsynth.zsl.ZSLTask`
            ) -> CraftedNet:
     "Semantic classifier crafting: frozen class-embedding rules, trainable projection, backbone fine-tuned on seen data."
     task.validate()
-    backbone = copy.deepcopy(backbone)
-    proj = nn.Linear(feature_dim(backbone, task.X_train), task.embeddings.shape[1], bias=False)
+    backbone = copy.deepcopy(backbone); dim = feature_dim(backbone, task.X_train)
+    with torch.random.fork_rng(devices=[]):                      # the projection's init depends on `seed` only
+        torch.manual_seed(seed); proj = nn.Linear(dim, task.embeddings.shape[1], bias=False)
     net = CraftedNet(backbone, task.embeddings, task.seen, metric=metric, scale=scale, projection=proj)
     return train_seen(net, task.X_train, task.y_train, task.seen, epochs=epochs, lr=lr, seed=seed, device=device, **kw)
 
@@ -277,7 +284,7 @@ def fit_vcc(task, # a `cogsynth.zsl.ZSLTask`
 def crafted_outputs(net:nn.Module, # a crafted network
                     task, # a `cogsynth.zsl.ZSLTask`
                     X_irrelevant=None, # task-irrelevant inputs (the discriminator's negatives)
-                    device="cpu", # where the network runs
+                    device=None, # where the network runs (moved there); None: where it is
                    ) -> dict: # {'train', 'val', 'irrelevant', 'test_seen', 'test_unseen'}: logits [N, C] or None
     "Logits over all classes for the train/val/irrelevant/test_seen/test_unseen inputs of `task`."
     out = {k: crafted_logits(net, getattr(task, f"X_{k}"), device=device) for k in ("train", "test_seen", "test_unseen")}
@@ -332,7 +339,7 @@ def plot_grad_cam(net:nn.Module, # a crafted network
     from cogsynth.core import save_figure
     maps, pred = grad_cam(net, X)
     n = len(maps); fig, ax = plt.subplots(2, n, figsize=(1.3 * n, 2.9), squeeze=False)
-    img = as_tensor(X)[:, 0].numpy(); name = (lambda c: class_names[c]) if class_names else str
+    img = as_numpy(X)[:, 0]; name = (lambda c: class_names[c]) if class_names else str
     for i in range(n):
         ax[0, i].imshow(img[i], cmap="gray"); ax[1, i].imshow(img[i], cmap="gray"); ax[1, i].imshow(maps[i], cmap="jet", alpha=0.5)
         ax[0, i].set_title((f"{name(int(y[i]))}->" if y is not None else "") + name(int(pred[i])), fontsize=8)

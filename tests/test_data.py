@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from cogsynth.core import CogsynthError
-from cogsynth.data import (DATASETS, ImageFolderDataset, dataset_from_spec, parse_dataset_spec, register_dataset, list_datasets,
-                           write_digits_folder)
+from cogsynth.data import (DATASETS, ImageFolderDataset, dataset_defaults, dataset_from_spec, parse_dataset_spec, register_dataset,
+                           list_datasets, split_dir, write_digits_folder)
 
 def test_16bit_png_is_scaled_not_saturated(tmp_path):
     (tmp_path/"a").mkdir(); (tmp_path/"b").mkdir()
@@ -62,3 +62,20 @@ def test_registry_lists_and_refuses_unknown_names():
         assert "tiny-test" in list_datasets("tiny*") and dataset_from_spec("tiny-test").classes == ["0", "1"]
         with pytest.raises(CogsynthError, match="did you mean 'tiny-test'"): dataset_from_spec("tiny-tset:1")
     finally: DATASETS.pop("tiny-test")
+
+def test_mix_defaults_are_what_every_part_agrees_on(tmp_path):
+    """A mix keeps the settings no two parts disagree on, in either order; with a folder without a test split it has no
+    val_split, so validation never reads the training images."""
+    from cogsynth.train import build_data
+    real = write_digits_folder(tmp_path/"real", "train", [0, 1])
+    both = tmp_path/"both"; write_digits_folder(both/"train", "train", [0, 1]); write_digits_folder(both/"test", "test", [0, 1])
+    assert split_dir(real, "test") == real and split_dir(real, "test", whole_ok=False) is None and split_dir(both, "test") == both/"test"
+    no_val = {k: v for k, v in dataset_defaults("digits").items() if k != "val_split"}
+    for spec in (f"digits,{real}:0.5", f"{real},digits:0.5"): assert dataset_defaults(spec) == no_val
+    for spec in (f"digits,{both}:0.5", f"{both},digits:0.5"): assert dataset_defaults(spec) == dataset_defaults("digits")
+    assert dataset_defaults(f"{both},{real}:0.5") == {}
+    assert dataset_defaults("digits")["img_size"] == 16
+    train, val, _, _ = build_data(f"digits,{real}:0.5", classes="0,1", img_size=16)
+    assert val is None and len(train) > 0
+    train, val, _, _ = build_data(f"digits,{both}:0.5", classes="0,1", img_size=16)
+    assert val is not None and not {p for p, _ in val.datasets[1].samples} & {p for p, _ in train.datasets[1].samples}

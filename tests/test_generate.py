@@ -250,7 +250,15 @@ def test_rerun_with_another_plan_is_refused(tmp_path, tiny):
     assert r.returncode == 0 and json.loads(r.stdout.splitlines()[-1])["generated"] == 3, r.stderr
     assert sorted({(rec["index"] < 3, rec["guidance"]) for rec in read_manifest(out)}) == [(False, 2.0), (True, 7.5)]
     meta = JsonlManifest(out/"manifest.jsonl", SCHEMA).meta
-    assert meta["plan"]["jobs"] == 6 and meta["plan"]["image_format"] == "png" and len(meta["plan"]["digest"]) == 16
+    assert meta["plan"]["image_format"] == "png" and not {"jobs", "digest"} & set(meta["plan"])   # nothing a grown plan leaves stale
+
+def test_the_plan_is_checked_again_only_when_loading_tells_something_new(tmp_path, tiny, monkeypatch):
+    import cogsynth.generate as G
+    calls, check = [], G.check_plan
+    monkeypatch.setattr(G, "check_plan", lambda *a, **k: calls.append(k["scheduler"]) or check(*a, **k))
+    generate(_plan(1), tiny, tmp_path/"a", device="cpu", summary=False)                   # a folder: its scheduler is known unloaded
+    generate(_plan(1), tiny, tmp_path/"b", device="cpu", scheduler="euler", summary=False)
+    assert calls == ["DDIMScheduler", "euler"]
 
 def test_wnid_typos_are_refused(tmp_path, tiny):
     r = _cli("--classes", "n02086910,n0208691", "--per-class", "1", "--model", tiny, "--out", tmp_path/"o")

@@ -112,6 +112,19 @@ def test_level_specs(tmp_path, published):
     (tmp_path/"other.json").write_text("{}")
     with pytest.raises(ValueError, match="is not a level manifest"): resolve_level_spec(f"{tmp_path}/other.json:L1")
 
+def test_one_level_lookup(tmp_path, published):
+    "A level spec and `cogsynth.data.level_wnids` find the same level: by name in any case, or by number."
+    from cogsynth.data import level_wnids
+    for level in ("L3", "l3", 3, "3"):
+        assert sorted(level_wnids("imagenet-cog", level)) == published["L3"] == resolve_level_spec(f"imagenet-cog:{level}")[0]
+    with pytest.raises(ValueError, match="use one of L1, L2, L3, L4, L5"): level_wnids("imagenet-cog", 0)
+    with pytest.raises(ValueError, match="neither a preset"): level_wnids(tmp_path/"missing.json", "L1")
+
+def test_pickle_with_tuple_keys_is_refused(tmp_path):
+    from cogsynth.levels import UnsafePickleError, safe_unpickle
+    f = tmp_path/"keys.pkl"; f.write_bytes(pickle.dumps({"n01440764": {("train", 0): ["a.JPEG"]}}))
+    with pytest.raises(UnsafePickleError, match="dict key of type tuple"): safe_unpickle(f)
+
 class WritesAFile:
     "A hostile pickle: loading it would create a file."
     def __init__(self, path): self.path = path
@@ -162,6 +175,8 @@ def test_tutorial(run_tutorial):
     assert all(res["checks"].values()) and res["same_as_committed"]
     assert 13_500 < res["eligible"] < 14_500
     assert (out/"levels.json").exists() and (out/"levels.png").stat().st_size > 10_000
+    published_fig, wordnet_fig = (out/"published_level_ranges.png").read_bytes(), (out/"level_ranges.png").read_bytes()
+    assert published_fig != wordnet_fig                    # the report of the rebuilt levels does not overwrite the published figure
     agreement = res["text_agreement"]
     assert sum(map(sum, agreement)) == 300 and 0 < res["text_diagonal_share"] <= 1
 

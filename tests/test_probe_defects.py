@@ -58,6 +58,28 @@ def test_extraction_re_extracts_a_torn_cache(tmp_path, cnn, victim, keep):
     np.testing.assert_array_equal(again["pre_logits"].X, ref)
 
 
+def test_a_torn_cache_is_told_by_its_type(tmp_path, cnn):
+    from cogsynth.probe import TornFeaturesError, _cache_state, read_sidecar
+    extract_features(cnn, "digits", layers=["pre_logits"], split="test", classes=[5, 6], out=tmp_path, device="cpu")
+    key = read_sidecar(tmp_path/"pre_logits.json")["key"]
+    assert _cache_state(tmp_path, "pre_logits", key) is None
+    assert _cache_state(tmp_path, "pre_logits", "another")[1] is False
+    npy = tmp_path/"pre_logits.npy"
+    npy.write_bytes(npy.read_bytes()[:1500])
+    why, torn = _cache_state(tmp_path, "pre_logits", key)
+    assert torn and why.startswith(f"{npy} is truncated or unreadable") and "an extraction" not in why
+    with pytest.raises(TornFeaturesError, match="extract again"): load_features(tmp_path, "pre_logits")
+
+
+def test_cache_key_holds_the_extraction_precision_and_the_storage_dtype(tmp_path, cnn):
+    kw = dict(layers=["pre_logits"], split="test", classes=[5, 6], out=tmp_path, device="cpu")
+    half = extract_features(cnn, "digits", **kw)["pre_logits"]
+    full = extract_features(cnn, "digits", dtype="fp32", **kw)["pre_logits"]
+    bf16 = extract_features(cnn, "digits", dtype="fp32", precision="bf16", **kw)["pre_logits"]
+    assert (half.X.dtype, full.X.dtype) == (np.float16, np.float32)
+    assert len({half.meta["key"], full.meta["key"], bf16.meta["key"]}) == 3 and bf16.meta["precision"] == "bf16"
+
+
 # ---------------------------------------------------------------- 17.5: stale cog results
 def test_cog_benchmark_does_not_report_another_encoders_results(tmp_path):
     a = {"seen": (gaussians(0, spread=0.3), gaussians(1, spread=0.3)), "L1": (gaussians(2, spread=0.3), gaussians(3, spread=0.3))}
@@ -193,6 +215,28 @@ def test_every_registered_protocol_runs(tmp_path):
         res = run_protocol(name, data, out=tmp_path/name, model="toy", **kw)
         assert isinstance(res, dict) and res["message"], name
         assert any((tmp_path/name).glob("*.json")), name
+
+
+def test_bad_baseline_fails_before_any_extraction(tmp_path, capsys):
+    assert cli("--model", "cnn_small", "--data", "seen=digits:seen", "--baseline", tmp_path/"none", "--out", tmp_path/"run", "--device", "cpu") == 2
+    assert "no baseline results at" in capsys.readouterr().err
+    assert not (tmp_path/"run"/"features").exists()
+
+
+def test_levels_refuse_a_split_they_do_not_have(tmp_path, capsys):
+    assert cli("--model", "cnn_small", "--levels", "imagenet-cog", "--image-root", tmp_path, "--seen-root", tmp_path, "--protocol", "stats",
+               "--split", "val", "--out", tmp_path/"run") == 2
+    assert "--split='val' is not one of: train, test" in capsys.readouterr().err
+
+
+def test_extract_all_reads_images_with_the_encoders_size_and_statistics(tmp_path):
+    from cogsynth.data import write_digits_folder
+    from cogsynth.models import create_encoder, save_encoder
+    from cogsynth.protocols import dataset_for, extract_all
+    enc = save_encoder(tmp_path/"run"/"encoder.pt", create_encoder("cnn_small"), "cnn_small", img_size=24, mean=[0.1] * 3, std=[0.2] * 3)
+    data = {"L1": {"train": dataset_for(str(write_digits_folder(tmp_path/"L1", split="test", classes=[5, 6])), "train", whole_ok=True)}}
+    tf = extract_all(data, model=enc, out=tmp_path/"o", device="cpu")["L1"]["train"]["pre_logits"].meta["transform"]
+    assert "Resize(size=(24, 24)" in tf and "Normalize(mean=[0.1, 0.1, 0.1], std=[0.2, 0.2, 0.2])" in tf
 
 
 # ---------------------------------------------------------------- 16.4: ImageNet-CoG on a fake image root

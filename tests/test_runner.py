@@ -4,8 +4,9 @@ import json
 from pathlib import Path
 
 import nbformat
+import pytest
 
-from cogsynth.runner import run_tutorials, write_report_if_available
+from cogsynth.runner import run_tutorials, write_report_if_available, write_summary
 
 
 def toy_tutorial(folder):
@@ -31,23 +32,35 @@ def test_second_run_that_skips_everything_keeps_the_timings(tmp_path, capfd):
     assert executed.stat().st_mtime_ns == mtime                                  # not executed again
     assert second["seconds"] == first["seconds"]
     assert json.loads((tmp_path/"out"/"summary.json").read_text())["seconds"] == first["seconds"]
-    # a run with another smoke setting reruns the tutorial and does not reuse the old timing
-    (tmp_path/"out"/"summary.json").write_text(json.dumps({**json.loads((tmp_path/"out"/"summary.json").read_text()), "seconds": {"toy": -1.0}}))
-    third = run_tutorials(tmp_path/"out", smoke=False, folder=tmp_path)
-    assert third["seconds"]["toy"] > 0
 
 
-def test_report_hook(tmp_path, monkeypatch):
-    "The HTML report is written when cogsynth.report exists; without it, the main job still ends."
+def test_summary_keeps_timings_of_the_same_smoke_setting_only(tmp_path):
+    "A timing from a run with another smoke setting is not reused for results that a run with this setting reused."
+    (tmp_path/"summary.json").write_text(json.dumps({"smoke": True, "seconds": {"toy": -1.0}}))
+    results = {"toy": {"smoke": False, "summary": {"toy_top1": 0.9}}}
+    assert "toy" not in write_summary(tmp_path, results, {}, smoke=False, device="cpu")["seconds"]
+    (tmp_path/"summary.json").write_text(json.dumps({"smoke": True, "seconds": {"toy": -1.0}}))
+    assert write_summary(tmp_path, results, {}, smoke=True, device="cpu")["seconds"] == {"toy": -1.0}
+
+
+def test_report_hook(tmp_path, monkeypatch, caplog):
+    "The HTML report is written; without nbconvert, or with a page that would load from the network, the main job still ends."
     import sys, types
     calls = []
     fake = types.ModuleType("cogsynth.report")
     fake.write_report = lambda out: calls.append(out) or Path(out)/"index.html"
     monkeypatch.setitem(sys.modules, "cogsynth.report", fake)
     assert write_report_if_available(tmp_path) == tmp_path/"index.html" and calls == [tmp_path]
-    monkeypatch.setitem(sys.modules, "cogsynth.report", None)          # as if the module were not installed
-    assert write_report_if_available(tmp_path) is None
     def no_renderer(out): raise ModuleNotFoundError("No module named 'nbconvert'", name="nbconvert")
     fake.write_report = no_renderer
     monkeypatch.setitem(sys.modules, "cogsynth.report", fake)          # nbconvert missing, which the report renders with
     assert write_report_if_available(tmp_path) is None
+    def other_missing(out): raise ModuleNotFoundError("No module named 'jinja3'", name="jinja3")
+    fake.write_report = other_missing                                  # any other missing module is a bug: raised
+    with pytest.raises(ModuleNotFoundError): write_report_if_available(tmp_path)
+    monkeypatch.delitem(sys.modules, "cogsynth.report")                # the real report, on a page with a remote image
+    (tmp_path/"toy").mkdir()
+    md = nbformat.v4.new_markdown_cell("# Toy\n\n![logo](https://example.org/logo.png)")
+    nbformat.write(nbformat.v4.new_notebook(cells=[md]), tmp_path/"toy"/"01_toy.ipynb")
+    with caplog.at_level("WARNING"): assert write_report_if_available(tmp_path) is None
+    assert "no HTML report" in caplog.text and "example.org/logo.png" in caplog.text

@@ -88,6 +88,19 @@ def test_failing_run_records_its_error_and_the_others_go_on(tmp_path, capsys):
     assert len(events(tmp_path/"sw")) == n_events
 
 
+def test_every_run_failed_with_a_metric_still_writes_the_tables(tmp_path, capsys):
+    "--metric waits for a finished run: the tables list the failures and the sweep says they failed (exit 1, not 2)."
+    nb = tiny_notebook(tmp_path/"tiny.ipynb")
+    rc = main(["sweep", str(nb), "--grid", "x=-1,-2", "--out", str(tmp_path/"sw"), "--workers", "2", "--metric", "score"])
+    out = capsys.readouterr().out
+    assert rc == 1 and "2 run(s) failed" in out
+    with open(tmp_path/"sw"/"sweep.csv") as f: table = list(csv.DictReader(f))
+    assert [(r["x"], r["status"]) for r in table] == [("-1.0", "failed"), ("-2.0", "failed")]
+    md = (tmp_path/"sw"/"sweep.md").read_text()
+    assert "x=-1.0 must be >= 0" in md and "x=-2.0 must be >= 0" in md
+    assert not (tmp_path/"sw"/"sweep.png").exists()
+
+
 @pytest.mark.parametrize("grid, message", [
     ("xx=1,2", "--grid='xx' is not one of: x, seed (did you mean 'x'?)"),
     ("seed=0,one", "--grid seed='one': the notebook's seed is a int (default 0)"),

@@ -156,9 +156,20 @@ def test_choose_temperature_reads_no_unseen_or_test_data(monkeypatch):
         for X in (t.X_train, t.X_test_seen, t.X_test_unseen):
             assert all((task.X_train == x).all(1).any() for x in X[:50])
     assert tau in kw["grid"] and {r["tau"] for r in scores} == set(kw["grid"]) and all(r["splits"] == 2 for r in scores)
-    assert tau == zsl.pick_temperature(scores, "discriminator")
     # NaN test images and noise for the unseen embeddings change nothing
     assert zsl.choose_temperature(_lg_garbage(task), irr, **kw) == (tau, scores)
+
+
+def test_pick_temperature_tie_rule():
+    "The best mean validation H over the methods wins; ties go to the tau closest to 1 (then the smaller one)."
+    rows = lambda th, m="S-CC": [dict(method=m, rebalance="none", tau=t, H=h, T1=0.) for t, h in th]
+    assert zsl.pick_temperature(rows(((0.25, 5.), (3., 5.), (10., 1.))), "none") == 3.0      # |log 3| < |log 0.25|
+    assert zsl.pick_temperature(rows(((0.5, 2.), (2., 2.))), "none") == 0.5
+    # the mean over the methods decides (tau 1: 6, tau 10: 5.5), unless `methods` names one
+    both = rows(((1., 6.), (10., 2.))) + rows(((1., 6.), (10., 9.)), "V-CC")
+    assert zsl.pick_temperature(both, "none") == 1.0 and zsl.pick_temperature(both, "none", methods=("vcc",)) == 10.0
+    with pytest.raises(CogsynthError, match="no validation scores"):
+        zsl.pick_temperature(rows(((1., 1.),)), "discriminator")
 
 
 def test_discriminator_cache_changes_no_number(monkeypatch):
