@@ -62,9 +62,11 @@ def build_parser(command:str|None=None, # the subcommand whose arguments to load
 
 # %% ../nbs/10_cli.ipynb #f4645324
 def name_flags(message:str,                    # an error message from library code
-               parser:argparse.ArgumentParser, # the subcommand's parser
+               parser:argparse.ArgumentParser, # the subcommand's parser (its `flag_names` dict maps further names)
               ) -> str:
     "`message` with each `dest=` of `parser`'s options replaced by its long flag (`per_level=` -> `--per-level=`)."
+    for name, flag in getattr(parser, "flag_names", {}).items():
+        message = re.sub(rf"(?<![\w.-]){re.escape(name)}=", flag + "=", message)
     for a in parser._actions:
         flags = [o for o in a.option_strings if o.startswith("--")]
         if not flags or a.dest in ("help", argparse.SUPPRESS): continue

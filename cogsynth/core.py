@@ -6,20 +6,24 @@ Docs: https://cogsynth.github.io/cogsynth/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #141fb586
 from __future__ import annotations
-import contextlib, csv, difflib, fcntl, functools, hashlib, importlib.metadata, json, logging, os, platform, random, re
+import contextlib, csv, difflib, fcntl, fnmatch, functools, hashlib, importlib.metadata, json, logging, os, platform, random, re
 import socket, sys, tempfile, time, unicodedata
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Iterable, Iterator, NamedTuple, Sequence
+
+from fastcore.basics import patch
 
 import numpy as np
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'CogsynthError', 'check_choice', 'check_precision', 'precision_dtype', 'cpu_has_bf16',
-           'resolve_auto_precision', 'is_quiet', 'get_logger', 'progress', 'ensure_dir', 'cogsynth_home', 'derive_seed',
-           'seed_everything', 'get_device', 'DistInfo', 'dist_info', 'is_main_process', 'barrier', 'init_distributed',
-           'rank_device', 'as_numpy', 'temp_path', 'atomic_write', 'write_json', 'read_json', 'clean_stale_temps',
-           'FileLock', 'JsonlManifest', 'markdown_table', 'write_table', 'save_figure', 'distinct_colors',
-           'seeds_caption', 'safe_name', 'environment_info', 'data_file']
+__all__ = ['PLUGIN_GROUP', 'PRECISIONS', 'CogsynthError', 'check_choice', 'RegistryKeyError', 'Registry', 'load_plugins',
+           'check_precision', 'precision_dtype', 'cpu_has_bf16', 'resolve_auto_precision', 'is_quiet', 'get_logger',
+           'progress', 'ensure_dir', 'cogsynth_home', 'derive_seed', 'seed_everything', 'get_device', 'DistInfo',
+           'dist_info', 'is_main_process', 'barrier', 'init_distributed', 'rank_device', 'as_numpy', 'temp_path',
+           'atomic_write', 'write_json', 'read_json', 'clean_stale_temps', 'FileLock', 'JsonlManifest',
+           'markdown_table', 'write_table', 'save_figure', 'distinct_colors', 'seeds_caption', 'safe_name',
+           'environment_info', 'data_file']
 
 # %% ../nbs/00_core.ipynb #68b6c7ee
 class CogsynthError(ValueError):
@@ -40,6 +44,96 @@ def check_choice(name:str, # the argument's Python name, named in the message un
     lower = {str(o).lower(): str(o) for o in opts}
     close = [lower[c] for c in difflib.get_close_matches(str(value).lower(), lower, n=1)]
     raise CogsynthError(msg + (f" (did you mean {close[0]!r}?)" if close else ""))
+
+# %% ../nbs/00_core.ipynb #55ee22f2
+class RegistryKeyError(CogsynthError, KeyError):
+    "An unknown name in a `Registry`; the message lists the known names and the closest one."
+    def __str__(self): return str(self.args[0])
+
+# %% ../nbs/00_core.ipynb #ffb0f23a
+class Registry(Mapping):
+    "Named entries of one kind: `register` (a decorator), `reg[name]` with 'did you mean', `list` with wildcards."
+    def __init__(self, kind:str, # what an entry is, for messages: 'dataset', 'prompt family'
+                 *,
+                 flag:str|None=None, # the CLI flag that takes a name, named in errors instead of `kind`
+                ):
+        self.kind, self.flag, self._entries, self._docs = kind, flag, {}, {}
+
+    def __getitem__(self, name): return self.lookup(name)
+    def __contains__(self, name): load_plugins(); return name in self._entries
+    def __iter__(self): load_plugins(); return iter(list(self._entries))
+    def __len__(self): load_plugins(); return len(self._entries)
+    def __repr__(self): return f"Registry({self.kind!r}, {len(self._entries)} entries: {', '.join(self._entries)})"
+
+# %% ../nbs/00_core.ipynb #9eb5151c
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+@patch
+def register(self:Registry, name:str, # the name users pass (letters, digits, `_ . + -`)
+             entry=None, # the entry; None: return a decorator
+             *,
+             doc:str|None=None, # one line for listings (default: the entry's docstring)
+             replace:bool=False, # replace an entry of the same name instead of refusing
+            ):
+    "Register `entry` under `name` (or decorate it); returns the entry."
+    def deco(obj):
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+            raise CogsynthError(f"{self.kind} name {name!r}: use letters, digits, '_', '.', '+' and '-' (no ':', ',' or '/', which specs use)")
+        if name in self._entries and not replace and self._entries[name] is not obj:
+            raise CogsynthError(f"{self.kind} {name!r} is already registered: pass replace=True to replace it, or choose another name")
+        self._entries[name] = obj
+        self._docs[name] = doc or (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
+        return obj
+    return deco if entry is None else deco(entry)
+
+# %% ../nbs/00_core.ipynb #32b71679
+@patch
+def lookup(self:Registry, name:str, # a registered name
+          ): # the entry (`reg[name]` is the same)
+    "The entry registered as `name`; an unknown name raises `RegistryKeyError` naming the closest one."
+    load_plugins()
+    if name in self._entries: return self._entries[name]
+    try: check_choice(self.kind, name, self._entries, flag=self.flag)
+    except CogsynthError as e: raise RegistryKeyError(str(e)) from None
+    raise RegistryKeyError(f"{self.flag or self.kind}={name!r} is not registered")   # e.g. an unhashable name
+
+@patch
+def list(self:Registry, pattern:str="*", # shell wildcards, e.g. 'multicrop-*'
+        ) -> list[str]: # the matching names, in registration order
+    "The registered names that match `pattern`."
+    return [n for n in self if fnmatch.fnmatch(n, pattern)]
+
+@patch
+def doc(self:Registry, name:str) -> str:
+    "The one-line description of entry `name`."
+    self.lookup(name); return self._docs[name]
+
+@patch
+def help(self:Registry, pattern:str="*") -> str:
+    "'a, b, c': the names for a CLI option's help text."
+    return ", ".join(self.list(pattern))
+
+# %% ../nbs/00_core.ipynb #ae88cf52
+PLUGIN_GROUP = "cogsynth.plugins"
+_plugins: dict[str, str] = {}   # entry point name -> 'loaded' or the error
+
+def load_plugins(*, reload:bool=False, # load again (e.g. after installing a plugin in this process)
+                ) -> dict[str, str]: # entry point name -> 'loaded', or why it failed
+    "Import every `cogsynth.plugins` entry point once (calling it when it is a function)."
+    global _plugins_loaded
+    if _plugins_loaded and not reload: return _plugins
+    _plugins_loaded = True                      # set first: a plugin reads registries while it loads
+    for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        try:
+            obj = ep.load()
+            if callable(obj) and not isinstance(obj, type): obj()
+            _plugins[ep.name] = "loaded"
+        except Exception as e:
+            _plugins[ep.name] = f"{type(e).__name__}: {e}"
+            get_logger(__name__).warning("cogsynth plugin %r (%s) failed to load: %s", ep.name, ep.value, _plugins[ep.name])
+    return _plugins
+
+_plugins_loaded = False
 
 # %% ../nbs/00_core.ipynb #1be95083
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -362,8 +456,9 @@ class FileLock:
                  *,
                  timeout:float|None=600, # seconds to wait for another holder before raising; None waits forever
                  poll:float=0.05, # seconds between tries while waiting
+                 busy:str|None=None, # what to tell the user when the wait times out (default: wait for the holder or stop it)
                 ):
-        self.path, self.timeout, self.poll, self._fd, self._depth = Path(path), timeout, poll, None, 0
+        self.path, self.timeout, self.poll, self.busy, self._fd, self._depth = Path(path), timeout, poll, busy, None, 0
 
     def __enter__(self):
         if self._depth: self._depth += 1; return self
@@ -371,7 +466,8 @@ class FileLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         if not _flock(fd, self.timeout, self.poll):
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "an unknown process"; os.close(fd)
-            raise CogsynthError(f"{self.path} is still locked after {self.timeout:g} s, by {holder}: wait for that run to finish or stop it")
+            raise CogsynthError(f"{self.path} is still locked after {self.timeout:g} s, by {holder}: "
+                                + (self.busy or "wait for that run to finish or stop it"))
         os.ftruncate(fd, 0); os.pwrite(fd, f"process {os.getpid()} on {_host()}\n".encode(), 0)
         self._fd, self._depth = fd, 1
         return self

@@ -17,10 +17,11 @@ from .core import CogsynthError, atomic_write, check_choice, ensure_dir, get_log
 # %% auto #0
 __all__ = ['DIGITS_CLASS_SPLITS', 'IMG_EXTENSIONS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'MULTICROP_SCALES', 'DATASETS',
            'digits_classes', 'digits_arrays', 'digit_image', 'DigitsDataset', 'write_digits_folder', 'to_8bit',
-           'open_image', 'scan_class_folders', 'ImageFolderDataset', 'parse_mix', 'MixedDataset', 'EpochSampler',
-           'level_wnids', 'CogDataset', 'normalize_batch', 'eval_transform', 'train_transform', 'mazsc_transform',
-           'MultiCrop', 'multicrop_transform', 'DatasetEntry', 'register_dataset', 'list_datasets', 'dataset_entry',
-           'DatasetSpec', 'parse_dataset_spec', 'split_dir', 'dataset_from_spec', 'dataset_defaults', 'make_dataset']
+           'open_image', 'images_under', 'scan_class_folders', 'ImageFolderDataset', 'parse_mix', 'MixedDataset',
+           'EpochSampler', 'level_wnids', 'CogDataset', 'normalize_batch', 'eval_transform', 'train_transform',
+           'mazsc_transform', 'MultiCrop', 'multicrop_transform', 'DatasetEntry', 'register_dataset', 'list_datasets',
+           'dataset_entry', 'DatasetSpec', 'parse_dataset_spec', 'split_dir', 'dataset_from_spec', 'dataset_defaults',
+           'make_dataset']
 
 # %% ../nbs/05_data.ipynb #2a3ec4c8
 DIGITS_CLASS_SPLITS = {"seen": [0, 1, 2, 3, 4], "unseen": [5, 6, 7, 8, 9], "all": list(range(10)),
@@ -166,7 +167,10 @@ def _drop_unreadable(items, root, on_error):
     return kept, skipped
 
 # %% ../nbs/05_data.ipynb #d76ffebd
-def _images_under(d:Path) -> list[Path]:
+def images_under(d, # a folder
+                ) -> list[Path]:
+    "The image files under `d`, recursively and sorted (hidden files such as `._x.png` left out)."
+    d = Path(d)
     return [f for f in sorted(d.rglob("*")) if f.suffix.lower() in IMG_EXTENSIONS and not f.name.startswith(".") and f.is_file()]
 
 def scan_class_folders(root,  # a folder holding one sub-folder of images per class
@@ -176,7 +180,7 @@ def scan_class_folders(root,  # a folder holding one sub-folder of images per cl
     loose = [f for f in sorted(root.iterdir()) if f.is_file() and f.suffix.lower() in IMG_EXTENSIONS]
     if loose: dropped["."] = f"{len(loose)} image(s) directly in the root are in no class folder: move them into root/<class>/"
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = _images_under(d)
+        files = images_under(d)
         if d.name.startswith("_"):
             if files: dropped[d.name] = f"{len(files)} image(s) ignored: a folder starting with '_' is not a class (rename it to make it one)"
         elif not files: dropped[d.name] = f"no images (extensions {', '.join(IMG_EXTENSIONS)}): the class is left out"

@@ -294,9 +294,9 @@ def image_folder_arrays(root, # a folder of task-irrelevant images (searched rec
                        ) -> np.ndarray: # float32 [N, 1, size, size] in [0, 1]
     "All images under `root` (recursively), grayscale, resized to `size`: float32 [N, 1, size, size] in [0, 1]."
     from PIL import Image
-    from cogsynth.data import _images_under, open_image
+    from cogsynth.data import images_under, open_image
     root = Path(root)
-    files = _images_under(root)                                  # image files only, no hidden `._x.png`
+    files = images_under(root)                                  # image files only, no hidden `._x.png`
     if not files: raise CogsynthError(f"no images found under {root}: give a folder of task-irrelevant .png/.jpg images")
     files = files[:limit] if limit else files
     return np.stack([np.asarray(open_image(f, "L").resize((size, size), Image.BICUBIC), dtype=np.float32)
