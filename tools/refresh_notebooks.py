@@ -328,7 +328,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     root = Path(a.root).resolve()
     if not (a.check or a.list):
-        os.environ.clear(); os.environ.update(kernel_env())              # once, for every kernel (--jobs)
+        env = kernel_env(); os.environ.clear(); os.environ.update(env)   # once, for every kernel (--jobs); read before clearing
         os.environ["COGSYNTH_HOME"] = fresh_home(a.home)
         if not a.home:
             import atexit; atexit.register(shutil.rmtree, os.environ["COGSYNTH_HOME"], True)
