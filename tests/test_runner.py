@@ -43,8 +43,11 @@ def test_rerun_reuses_only_results_of_the_same_notebook_and_settings(tmp_path, c
     second = run_tutorials(tmp_path/"out", smoke=True, folder=tmp_path)          # same notebook, same settings: reused
     assert executed.stat().st_mtime_ns == mtime and second["seconds"] == first["seconds"]
     assert json.loads((tmp_path/"out"/"summary.json").read_text())["seconds"] == first["seconds"]
-    with pytest.raises(IdentityChanged, match=r"holds results of another run of other settings: smoke=True -> False"):
+    with pytest.raises(IdentityChanged, match=r"holds results of other settings: settings.smoke=True -> False"):
         run_tutorials(tmp_path/"out", smoke=False, folder=tmp_path)
+    assert main(["run", "--out", str(tmp_path/"out"), "--tutorials", str(tmp_path)]) == 2      # the same, from the command line
+    err = capfd.readouterr().err
+    assert "holds results of other settings: settings.smoke=True -> False. Use another output folder, or the same settings, or pass --on-change='replace'" in err, err
     toy_tutorial(tmp_path, body='print("the edited notebook")')                   # the notebook's code changes
     with pytest.raises(IdentityChanged, match=r"notebook='.*' -> '.*'.*on_change='replace'"):
         run_tutorials(tmp_path/"out", smoke=True, folder=tmp_path)
@@ -53,9 +56,8 @@ def test_rerun_reuses_only_results_of_the_same_notebook_and_settings(tmp_path, c
     assert (tmp_path/"out"/"toy.replaced-1"/"results.json").exists()
     run_tutorials(tmp_path/"out", smoke=True, folder=tmp_path)                   # runs the edited notebook
     assert "the edited notebook" in (tmp_path/"out"/"toy"/"run.log").read_text()
-    with pytest.warns(FutureWarning, match="force=True is deprecated.*on_change='recompute'"):
-        run_tutorials(tmp_path/"out", smoke=True, folder=tmp_path, force=True)   # the old switch: reruns in place
-    assert executed.stat().st_mtime_ns != mtime
+    with pytest.warns(FutureWarning, match="force=True is deprecated.*on_change='recompute'"):   # the old switch: recompute
+        assert finished_results(tmp_path/"out", nb, smoke=True, force=True) is None
     assert build_parser("run").parse_args(["run", "--force"]).on_change == "recompute"
 
 
@@ -75,9 +77,8 @@ def test_failing_tutorial_is_named_and_the_others_are_summarized(tmp_path, capsy
     fake = types.ModuleType("cogsynth.report")
     fake.write_report = lambda out: reports.append(out) or Path(out)/"index.html"
     monkeypatch.setitem(sys.modules, "cogsynth.report", fake)
-    toy_tutorial(tmp_path, "01_first.ipynb")
-    toy_tutorial(tmp_path, "02_bad.ipynb", body='x = 1\nraise ValueError("boom")')
-    toy_tutorial(tmp_path, "03_last.ipynb")
+    toy_tutorial(tmp_path, "01_bad.ipynb", body='x = 1\nraise ValueError("boom")')
+    toy_tutorial(tmp_path, "02_last.ipynb")
     rc = main(["run", "--out", str(tmp_path/"out"), "--tutorials", str(tmp_path), "--smoke", "--quiet-notebooks"])
     out, err = capsys.readouterr()
     assert rc == 1
@@ -85,9 +86,9 @@ def test_failing_tutorial_is_named_and_the_others_are_summarized(tmp_path, capsy
     assert f"cogsynth run: error: tutorial 'bad' failed in cell 2 (`x = 1`): ValueError: boom; its log: {log}" in err, err
     assert "Traceback" not in err
     summary = json.loads((tmp_path/"out"/"summary.json").read_text())
-    assert summary["tutorials"] == ["first", "last"] and summary["failed"]["bad"]["error"] == "ValueError: boom"
+    assert summary["tutorials"] == ["last"] and summary["failed"]["bad"]["error"] == "ValueError: boom"   # the next one still ran
     md = (tmp_path/"out"/"summary.md").read_text()
-    assert "## first" in md and "## last" in md and "**Failed**: ValueError: boom" in md and "## last" in out
+    assert "## last" in md and "**Failed**: ValueError: boom" in md and "## last" in out
     assert reports == [(tmp_path/"out").resolve()]                               # the report, for the tutorials that ran
     assert json.loads((tmp_path/"out"/"bad"/"run.json").read_text())["status"] == "failed"
 
