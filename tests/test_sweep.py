@@ -1,35 +1,41 @@
 """`cogsynth sweep` (issue 14): typed grids, parallel workers pinned to devices, a failing run, kill and Ctrl-C
-with resume, tables, aggregate and plot; tutorials shipped in the wheel."""
+with resume, tables, aggregate and plot; tutorials shipped in the wheel. Issue 24.4: a run's identity includes the
+notebook's code and every grid value, finished runs are never deleted, quoted commas, a size limit. Issue 27.2/27.4:
+devices, grid values (the notebook's `validate` cells) and the metric are checked before any kernel; quiet kernels."""
 import csv, json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 
 import nbformat
 import pytest
 
+import cogsynth.runner as runner
 from cogsynth.cli import main
-from cogsynth.runner import sweep, run_folder_name
+from cogsynth.runs import IdentityChanged
+from cogsynth.runner import plan_sweep, sweep, run_folder_name
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-c", "import sys; from cogsynth.cli import main; sys.exit(main())"]
 
 
-def tiny_notebook(path, sleep=0.0):
-    """A notebook with a parameters cell: `x` (float), `seed` (int), `out_dir`, `results_path`. It appends
+def tiny_notebook(path, sleep=0.0, factor=10, validate=None, metrics=None):
+    """A notebook with a parameters cell: `x` (float), `seed` (int), `tag` (str), `out_dir`, `results_path`. It appends
     "start"/"end" lines to `<sweep folder>/events.txt`, fails for x < 0, sleeps `sleep` s (a number, or an
-    expression in the parameters), reports a score."""
+    expression in the parameters), reports `score = factor * x + seed` (and draws a tqdm.auto bar, which must not warn)."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    if metrics: nb.metadata["cogsynth"] = {"metrics": metrics}
     nb.cells = [
-        nbformat.v4.new_code_cell("x = 1.0    # the swept value\nseed = 0\nout_dir = None\nresults_path = None",
+        nbformat.v4.new_code_cell("x = 1.0    # the swept value\nseed = 0\ntag = 't'\nout_dir = None\nresults_path = None",
                                   metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("import json, os, time\nfrom pathlib import Path\nevents = Path(out_dir).parent/'events.txt'\n"
+        nbformat.v4.new_code_cell("import json, os, time\nfrom pathlib import Path\nfrom tqdm.auto import tqdm\nevents = Path(out_dir).parent/'events.txt'\n"
                                   "t_start = time.time()\nwith open(events, 'a') as f: f.write(f'{x},{seed} start\\n')"),
         nbformat.v4.new_code_cell("if x < 0: raise ValueError(f'x={x} must be >= 0')"),
-        nbformat.v4.new_code_cell(f"time.sleep({sleep})"),
-        nbformat.v4.new_code_cell("json.dump({'summary': {'score': 10 * x + seed, 'start': t_start, 'end': time.time(),\n"
+        nbformat.v4.new_code_cell(f"time.sleep({sleep})\nfor _ in tqdm(range(2)): pass"),
+        nbformat.v4.new_code_cell(f"json.dump({{'summary': {{'score': {factor} * x + seed, 'tag': tag, 'start': t_start, 'end': time.time(),\n"
                                   "  'cuda_visible': os.environ.get('CUDA_VISIBLE_DEVICES')}}, open(results_path, 'w'))\n"
                                   "with open(events, 'a') as f: f.write(f'{x},{seed} end\\n')"),
     ]
+    if validate: nb.cells.insert(1, nbformat.v4.new_code_cell(validate, metadata={"tags": ["validate"]}))
     nbformat.write(nb, path)
     return path
 
@@ -43,7 +49,8 @@ def records(out):
     return {str(p.parent.relative_to(out)): json.loads(p.read_text()) for p in Path(out).rglob("run.json")}
 
 
-def test_grid_2x2_on_two_workers_pinned_to_devices(tmp_path):
+def test_grid_2x2_on_two_workers_pinned_to_devices(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "visible_gpus", lambda: 2)                       # the devices are checked before anything runs
     nb = tiny_notebook(tmp_path/"tiny.ipynb", sleep=2.0)
     r = sweep(nb, ["x=1,2", "seed=0,1"], tmp_path/"sw", workers=2, devices="cuda:0,cuda:1", metric="score")
     rows = r["runs"]
@@ -64,6 +71,8 @@ def test_grid_2x2_on_two_workers_pinned_to_devices(tmp_path):
     for row in rows:                        # each run folder: executed notebook, results, log, record
         folder = tmp_path/"sw"/run_folder_name({"x": row["x"], "seed": row["seed"]})
         assert {"tiny.ipynb", "results.json", "run.log", "run.json"} <= {p.name for p in folder.iterdir()}
+        log = (folder/"run.log").read_text()
+        assert "without encryption" not in log and "IProgress not found" not in log, log   # kernels keep quiet (issue 27.4)
 
 
 def test_failing_run_records_its_error_and_the_others_go_on(tmp_path, capsys):
@@ -102,7 +111,7 @@ def test_every_run_failed_with_a_metric_still_writes_the_tables(tmp_path, capsys
 
 
 @pytest.mark.parametrize("grid, message", [
-    ("xx=1,2", "--grid='xx' is not one of: x, seed (did you mean 'x'?)"),
+    ("xx=1,2", "--grid='xx' is not one of: x, seed, tag (did you mean 'x'?)"),
     ("seed=0,one", "--grid seed='one': the notebook's seed is a int (default 0)"),
     ("x=1,abc", "--grid x='abc': the notebook's x is a float"),
 ])
@@ -203,10 +212,69 @@ def test_wheel_ships_the_tutorials(tmp_path):
 
 def test_one_sweep_at_a_time_in_a_folder(tmp_path):
     "A second sweep into a folder that a running sweep holds is refused (it would start the same runs)."
-    from cogsynth.core import CogsynthError, FileLock
+    from cogsynth.core import CogsynthError
+    from cogsynth.runs import folder_lock
     nb = tiny_notebook(tmp_path/"tiny.ipynb")
     (tmp_path/"sw").mkdir()
-    with FileLock(tmp_path/"sw"/".sweep.lock"):
+    with folder_lock(tmp_path/"sw"):
         with pytest.raises(CogsynthError, match="still locked"): sweep(nb, ["x=1"], tmp_path/"sw")
     with pytest.raises(CogsynthError, match="--smoke: tiny.ipynb has no smoke parameter"): sweep(nb, ["x=1"], tmp_path/"sw", smoke=True)
     assert not list((tmp_path/"sw").rglob("run.json"))
+
+
+def test_edited_notebook_or_changed_fixed_axis_never_reuses_nor_deletes(tmp_path, capsys):
+    "Issue 24.4: a changed fixed axis is refused (naming it) or extends the sweep; an edited notebook's old results are not reused."
+    nb, out = tiny_notebook(tmp_path/"tiny.ipynb"), tmp_path/"sw"
+    r = sweep(nb, ["x=1", "seed=0", 'tag="a,b"'], out)
+    assert [(row["score"], row["tag"]) for row in r["runs"]] == [(10.0, "a,b")]      # the quoted comma reached the notebook, unquoted
+    done = out/"x=1.0"/"results.json"
+    before = done.read_text()
+    rc = main(["sweep", str(nb), "--grid", "x=1", "--grid", "seed=5", "--grid", 'tag="a,b"', "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "x=1.0 holds a finished run of other settings: grid.seed=0 -> 5." in err and "--on-change='extend'" in err, err
+    assert done.read_text() == before                                           # refused: nothing deleted, nothing ran
+    r = sweep(nb, ["x=1", "seed=5", 'tag="a,b"'], out, on_change="extend")       # kept, and the new run beside it
+    assert [row["score"] for row in r["runs"]] == [15.0] and (out/"seed=5"/"x=1.0"/"results.json").exists()
+    assert done.read_text() == before
+    tiny_notebook(nb, factor=1000)                                              # the notebook's code changes
+    with pytest.raises(IdentityChanged, match=r"notebook='.*' -> '.*'\. These cannot change in one folder"):
+        sweep(nb, ["x=1", "seed=0", 'tag="a,b"'], out)
+    r = sweep(nb, ["x=1", "seed=0", 'tag="a,b"'], out, on_change="replace")
+    assert [row["score"] for row in r["runs"]] == [1000.0]                      # the new notebook's number, not 10
+    assert json.loads((out/"x=1.0.replaced-1"/"results.json").read_text())["summary"]["score"] == 10.0   # set aside, never deleted
+
+
+def test_huge_grid_is_refused_before_any_folder(tmp_path, capsys):
+    nb = tiny_notebook(tmp_path/"tiny.ipynb")
+    grid = ["x=" + ",".join(map(str, range(10))), "seed=" + ",".join(map(str, range(10))), "tag=" + ",".join("abcdefghij")]
+    assert main(["sweep", str(nb), *[a for g in grid for a in ("--grid", g)], "--out", str(tmp_path/"sw")]) == 2
+    assert "the grid makes 1000 runs (10 x 10 x 10), more than --max-runs=100: pass --max-runs=1000 to confirm" in capsys.readouterr().err
+    assert not (tmp_path/"sw").exists()
+    assert len(plan_sweep(nb, grid, tmp_path/"sw", max_runs=1000)["jobs"]) == 1000 and not (tmp_path/"sw").exists()   # confirmed
+
+
+def test_bad_values_and_devices_fail_before_any_kernel(tmp_path, capsys, monkeypatch):
+    "Issue 27.2: a value the notebook's validate cell refuses, and --devices cuda:0 without a GPU: no folder, no kernel."
+    monkeypatch.setattr(runner, "visible_gpus", lambda: 0)
+    nb = tiny_notebook(tmp_path/"tiny.ipynb", validate="if x > 100: raise ValueError(f'x={x}: give at most 100')")
+    for args, message in [(["--grid", "x=1,1000"], "run x=1000.0, seed=0: ValueError: x=1000.0: give at most 100 (checked by the cell tagged "
+                                                   "'validate' in tiny.ipynb; nothing ran)"),
+                          (["--grid", "x=1", "--devices", "cuda:0"], "--devices='cuda:0', but no CUDA GPU is visible on this machine: use --devices='cpu'")]:
+        assert main(["sweep", str(nb), *args, "--grid", "seed=0", "--out", str(tmp_path/"sw")]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path/"sw").exists()
+
+
+def test_metric_is_checked_before_the_runs_or_at_the_first(tmp_path, capsys):
+    "Issue 27.2: declared metrics and finished runs check --metric before any kernel; otherwise the first finished run stops the sweep."
+    declared = tiny_notebook(tmp_path/"declared.ipynb", metrics=["score", "start", "end"])
+    assert main(["sweep", str(declared), "--grid", "x=1,2", "--out", str(tmp_path/"a"), "--metric", "best_synth_acc"]) == 2
+    assert "--metric='best_synth_acc' is not one of: score, start, end" in capsys.readouterr().err and not (tmp_path/"a").exists()
+    nb = tiny_notebook(tmp_path/"tiny.ipynb")                                   # declares nothing, and nothing finished yet
+    assert main(["sweep", str(nb), "--grid", "x=1,2,3", "--out", str(tmp_path/"b"), "--metric", "best_synth_acc"]) == 2
+    err = capsys.readouterr().err
+    assert "--metric='best_synth_acc' is not one of: score" in err and "the sweep stopped after its first finished run" in err, err
+    assert [e for e in events(tmp_path/"b") if e.endswith(" start")] == ["1.0,0 start"]   # not after every run: after the first
+    assert main(["sweep", str(nb), "--grid", "x=1,2,3", "--out", str(tmp_path/"b"), "--metric", "best_synth_acc"]) == 2
+    assert "--metric='best_synth_acc' is not one of: score" in capsys.readouterr().err
+    assert len(events(tmp_path/"b")) == 2                                       # known from the finished run: no kernel started
