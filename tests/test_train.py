@@ -90,7 +90,10 @@ def test_ddp_two_processes_same_metrics_layout(tmp_path, digits_run):
     assert [round(m["images_per_s"] * m["time_s"]) for m in ms] == [3 * 64, 3 * 64]
     assert all(math.isfinite(m["loss"]) and m["val_top1"] is not None for m in ms)
     assert json.loads((tmp_path/"ddp"/"config.json").read_text())["world_size"] == 2
-    assert (tmp_path/"ddp"/"encoder.pt").exists()
+    assert (tmp_path/"ddp"/"encoder.pt").exists() and (tmp_path/"ddp"/"classifier.pt").exists()
+    # OCM gathers both ranks' embeddings before each update (naver/trex Memory.update): 64 rows a step into a memory of 128,
+    # so the pointer is back at 0 after 6 steps (without the gather it would be at 6 x 32 % 128 = 64)
+    assert int(torch.load(tmp_path/"ddp"/"last.pt", weights_only=True)["model"]["head.ptr"]) == 0
 
 def test_unseen_digits_train_with_their_own_labels(tmp_path):
     ms = train("digits", "cnn_small", "torch", epochs=2, out_dir=tmp_path/"u", classes="unseen", batch_size=32, lr=0.2,
@@ -109,7 +112,8 @@ def test_bad_input_fails_before_training(tmp_path, digits_run):
         with pytest.raises(CogsynthError, match=msg): parse_mix(spec)
     with pytest.raises(CogsynthError, match="unknown model"): train("digits", "resnet_5O", out_dir=tmp_path/"o3")
     with pytest.raises(CogsynthError, match="recipe='simclr' is not one of"): train("digits", "cnn_small", "simclr", out_dir=tmp_path/"o4")
-    with pytest.raises(CogsynthError, match="is from model 'cnn_small'"): train("digits", "cnn_base", "torch", epochs=3, out_dir=out, resume=True)
+    with pytest.raises(CogsynthError, match="model='cnn_small' -> 'cnn_base'. These cannot change in one folder"):
+        train("digits", "cnn_base", "torch", epochs=3, out_dir=out, resume=True)
     with pytest.raises(CogsynthError, match="another architecture"): train("digits", "resnet18", "finetune", weights=out/"encoder.pt", out_dir=tmp_path/"o5")
     assert not any((tmp_path/d).exists() and any((tmp_path/d).glob("*.pt")) for d in ("o1", "o2", "o3", "o4", "o5"))
 
