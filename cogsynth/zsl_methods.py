@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import nn
 
 from .core import CogsynthError, as_numpy, check_choice, seed_everything
@@ -23,8 +24,6 @@ __all__ = ['METRICS', 'BACKBONE_ALIASES', 'LAM_GRID', 'as_tensor', 'module_devic
            'crafted_outputs', 'grad_cam', 'plot_grad_cam']
 
 # %% ../nbs/13a_zsl_methods.ipynb #5f9c6513
-METRICS = ("dot", "cosine", "euclidean")
-
 def as_tensor(x, # a tensor, an array or anything `np.asarray` takes
              ) -> torch.Tensor: # float32 (tensors are returned as they are)
     "`x` as a float32 tensor (tensors pass through)."
@@ -34,6 +33,9 @@ def module_device(m:nn.Module, # any module
                  ) -> torch.device: # where its first parameter is (CPU for a module without parameters)
     "The device `m` runs on."
     return next((p.device for p in m.parameters()), torch.device("cpu"))
+
+# %% ../nbs/13a_zsl_methods.ipynb #f2caa4ad
+METRICS = ("dot", "cosine", "euclidean")
 
 class CraftedNet(nn.Module):
     "Backbone (+ optional projection) followed by a frozen softmax classifier made of fixed rules [C, E]."
@@ -51,17 +53,21 @@ class CraftedNet(nn.Module):
         self.register_buffer("rules", as_tensor(rules).float().clone())
         self.register_buffer("seen", torch.as_tensor(list(seen), dtype=torch.long))
 
-    def embed(self, x):
-        "Features (projected, for S-CC) of `x`."
-        f = self.backbone(x)
-        return self.projection(f) if self.projection is not None else f
+# %% ../nbs/13a_zsl_methods.ipynb #1a061c5e
+@patch
+def embed(self:CraftedNet, x):
+    "Features (projected, for S-CC) of `x`."
+    f = self.backbone(x)
+    return self.projection(f) if self.projection is not None else f
 
-    def forward(self, x, seen_only:bool=False):
-        "Logits over all classes (or only the seen ones, for training)."
-        f, r = self.embed(x), self.rules[self.seen] if seen_only else self.rules
-        if self.metric == "cosine": return self.scale * F.normalize(f, dim=1) @ F.normalize(r, dim=1).T
-        logits = f @ r.T
-        return logits - 0.5 * (r * r).sum(1) if self.metric == "euclidean" else logits
+# %% ../nbs/13a_zsl_methods.ipynb #8df27ff7
+@patch
+def forward(self:CraftedNet, x, seen_only:bool=False):
+    "Logits over all classes (or only the seen ones, for training)."
+    f, r = self.embed(x), self.rules[self.seen] if seen_only else self.rules
+    if self.metric == "cosine": return self.scale * F.normalize(f, dim=1) @ F.normalize(r, dim=1).T
+    logits = f @ r.T
+    return logits - 0.5 * (r * r).sum(1) if self.metric == "euclidean" else logits
 
 # %% ../nbs/13a_zsl_methods.ipynb #a6cc4058
 BACKBONE_ALIASES = {"small_cnn": "cnn_tiny"}
@@ -80,6 +86,7 @@ def make_backbone(name:str="small_cnn", # 'small_cnn' (= 'cnn_tiny'), 'mlp', 'id
     from cogsynth.models import create_encoder
     return create_encoder(BACKBONE_ALIASES.get(name, name), num_classes=0, in_chans=in_chans, **kwargs)
 
+# %% ../nbs/13a_zsl_methods.ipynb #9a77f48e
 def feature_dim(backbone:nn.Module, # a feature extractor
                 x, # sample inputs (the first two are used)
                ) -> int:
@@ -101,6 +108,7 @@ class SeenClassifier(nn.Module):
         super().__init__(); self.backbone, self.head = backbone, nn.Linear(dim, n_seen)
     def forward(self, x, seen_only=True): return self.head(self.backbone(x))
 
+# %% ../nbs/13a_zsl_methods.ipynb #d19b2298
 class SeenLogits(nn.Module):
     "`model`'s seen-class logits, `model(x, seen_only=True)`: the forward module `train_one_epoch` trains."
     def __init__(self, model:nn.Module, # a module with `forward(x, seen_only=...)`
@@ -116,6 +124,7 @@ def seen_targets(y, # labels as task class indices
     pos = {c: i for i, c in enumerate(seen)}
     return torch.as_tensor([pos[int(c)] for c in y], dtype=torch.long)
 
+# %% ../nbs/13a_zsl_methods.ipynb #9623e9a2
 def random_shift(x, # a batch; only image batches [B, C, H, W] are shifted
                  max_shift:int=1, # the largest shift in px
                 ):
@@ -124,6 +133,7 @@ def random_shift(x, # a batch; only image batches [B, C, H, W] are shifted
     dx, dy = np.random.randint(-max_shift, max_shift + 1, 2)
     return torch.roll(x, shifts=(int(dy), int(dx)), dims=(2, 3))
 
+# %% ../nbs/13a_zsl_methods.ipynb #35b92cd8
 class SeenBatches:
     "In-memory batches (x, seen target) in a new seeded order each pass, images randomly shifted when `augment`."
     def __init__(self, X, # inputs
@@ -190,6 +200,7 @@ def ridge_map(emb_seen, # [S, E] embeddings of the seen classes
     K = A @ A.T + lam * np.eye(len(A))
     return A.T @ np.linalg.solve(K, M) if lam > 0 else np.linalg.pinv(A) @ M
 
+# %% ../nbs/13a_zsl_methods.ipynb #596f6fd3
 def choose_lam(emb_seen, # [S, E] embeddings of the seen classes
                protos_seen, # [S, D] their prototypes
                grid:Sequence[float]=LAM_GRID, # the penalties to try
@@ -216,6 +227,9 @@ def visual_rules(feats, # [N, D] features of the seen training images
                 ) -> np.ndarray: # [C, D] rules
     "V-CC rules [C, D]: class-mean features for seen classes, ridge-mapped embeddings for unseen ones."
     feats, y, emb = np.asarray(feats, np.float64), np.asarray(y), np.asarray(emb, np.float64)
+    empty = [c for c in seen if not (y == c).any()]
+    if empty: raise CogsynthError(f"seen classes {empty} have no features: a V-CC prototype is a class's mean feature, "
+                                  "so every seen class needs training images")
     rules = np.zeros((len(emb), feats.shape[1]))
     for c in seen: rules[c] = feats[y == c].mean(0)
     if lam == "auto": lam = choose_lam(emb[list(seen)], rules[list(seen)])
@@ -237,6 +251,7 @@ def pretrain_seen(task, # a `cogsynth.zsl.ZSLTask`
     model = SeenClassifier(backbone, feature_dim(backbone, task.X_train), len(task.seen))
     return train_seen(model, task.X_train, task.y_train, task.seen, epochs=epochs, lr=lr, seed=seed, device=device, **kw).backbone
 
+# %% ../nbs/13a_zsl_methods.ipynb #917738fc
 def fit_scc(task, # a `cogsynth.zsl.ZSLTask`
             backbone:nn.Module, # the starting feature extractor (copied, not trained in place)
             *,
@@ -301,6 +316,7 @@ def _cam_layer(module:nn.Module) -> nn.Module:
     if not convs: raise CogsynthError("Grad-CAM needs a convolutional backbone: no Conv2d layer found (pass layer=)")
     return convs[-1]
 
+# %% ../nbs/13a_zsl_methods.ipynb #1f574cf0
 def grad_cam(net:nn.Module, # a crafted network (or any CNN classifier)
              X, # images [B, C, H, W]
              target=None, # class index (one or one per image); default: the predicted classes

