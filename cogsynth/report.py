@@ -132,8 +132,9 @@ def find_tutorials(results_dir, # the folder `cogsynth run --out` wrote
                   ) -> list[Path]:
     "The executed tutorial notebooks in `results_dir/<name>/NN_name.ipynb`, in run order; none that leads out of `results_dir`."
     root = Path(results_dir)
-    found = [p for p in root.glob("*/*.ipynb")
-             if p.name[0].isdigit() and ".ipynb_checkpoints" not in p.parts and contained(p, root) is not None]
+    found = [p for p in root.glob("*/*.ipynb")                   # `NAME.replaced-N/` holds a set-aside older run
+             if p.name[0].isdigit() and p.parent.name != ".ipynb_checkpoints" and ".replaced-" not in p.parent.name
+             and contained(p, root) is not None]
     return sorted(found, key=lambda p: p.name)
 
 # %% ../nbs/14_report.ipynb #65a553fc

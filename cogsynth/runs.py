@@ -139,9 +139,11 @@ class IdentityChanged(CogsynthError):
 _WAYS = {"extend": "to keep it and continue with the new settings", "replace": "to set it aside and compute it anew",
          "recompute": "to compute it anew"}
 
-def _refusal(where, what, changes, ways:dict, fixed:bool) -> IdentityChanged:
-    head = f"{where} holds {what} of other settings: {describe(changes)}. "
-    if fixed: head += "These cannot change in one folder. "
+def _refusal(where, what, changes, ways:dict, pinned:list) -> IdentityChanged:
+    "The refusal: every difference (those that cannot change first), then the ways out."
+    others = [c for c in changes if c not in pinned]
+    head = f"{where} holds {what} of other settings: {describe(pinned or changes)}. "
+    if pinned: head += "These cannot change in one folder" + (f" (other changes: {describe(others)})" if others else "") + ". "
     opts = "".join(f", or pass on_change={w!r} {text}" for w, text in ways.items())
     err = IdentityChanged(head + "Use another output folder, or the same settings" + opts)
     err.changes = list(changes)
@@ -167,7 +169,7 @@ def decide(stored:dict|None, # the identity the folder holds (None: it holds not
     pinned = [c for c in changes if _under(c.key, fixed)]
     ways = {w: t for w, t in {**_WAYS, **(ways or {})}.items() if w in allowed and not (pinned and w == "extend")}
     if on_change == "refuse" or (on_change == "extend" and pinned):
-        raise _refusal(where, what, pinned or changes, ways, bool(pinned))
+        raise _refusal(where, what, changes, ways, pinned)
     return Decision(on_change, changes)
 
 # %% ../nbs/00a_runs.ipynb #7b425116

@@ -106,8 +106,8 @@ EOF
 names=(); cmds=(); limits=()
 add() { names+=("$1"); limits+=("$2"); cmds+=("$3"); }
 add nbdev_test_slow_cuda 60  "nbdev-test --flags 'slow cuda' --n-workers 4 --timing${flagged:+ --file-re '$flagged'}"
-add cogsynth_run_smoke   45  "cogsynth run --device cuda --smoke --out '$work/smoke' --force"
-add synthetic_digits     80  "cogsynth run --device cuda --only synthetic_digits --out '$work/full' --force"
+add cogsynth_run_smoke   45  "cogsynth run --device cuda --smoke --out '$work/smoke' --on-change recompute"
+add synthetic_digits     80  "cogsynth run --device cuda --only synthetic_digits --out '$work/full' --on-change recompute"
 add probe_speed          100 "$py benchmarks/probe_speed.py --device cuda --json-out '$work/probe_speed.json'"
 add train_speed          60  "$py benchmarks/train_speed.py --device cuda --epochs 3 --images 8192 --no-baseline --data-path all --json-out '$work/train_speed.json'"
 add generate_speed       135 "$py benchmarks/generate_speed.py --device cuda --precision bf16 --compile ${GEN_COMPILE:-max-autotune} --batch-size 16 --images 32 --skip-runner --json-out '$work/generate_speed.json'"
