@@ -15,6 +15,12 @@ CUDA (--device cuda, or --protocol cog on CPU): the full CoG protocol (SGD, 30 O
   python benchmarks/probe_speed.py                      # CPU, ~2 minutes on 2 cores
   python benchmarks/probe_speed.py --device cuda        # the CoG-scale protocol on a GPU
   python benchmarks/probe_speed.py --protocol cog --scale 0.002 --classes-cog 50 --trials 3 --epochs 2   # its code path on CPU
+
+Effects (--effects, CPU): each option of cogsynth.probe.ProbeSettings against naver/cog's protocol (the default), with the
+  default 30-trial search over the five reference seeds: mean top-1 and its change, on an overlapping 20-class Gaussian
+  mixture (3,000 x 64) and on scikit-learn's real 8x8 digits (10 classes, pixels). Minutes on 2 cores.
+
+  python benchmarks/probe_speed.py --effects
 """
 import argparse, json, time
 import numpy as np
@@ -124,6 +130,42 @@ def cog_protocol(args, device):
     return out
 
 
+EFFECT_VARIANTS = {"naver/cog (default)": {}, "schedule='step'": dict(schedule="step"), "init='zeros'": dict(init="zeros"),
+                   "decay_bias=False": dict(decay_bias=False), "multivariate=False": dict(multivariate=False),
+                   "parallel_trials=10": dict(parallel_trials=10), "val_rounding='round'": dict(val_rounding="round"),
+                   "precision='bf16'": dict(precision="bf16"), "solver='lbfgs'": dict(solver="lbfgs")}
+
+
+def effect_problems():
+    "The two problems of --effects: `{name: (X_train, y_train, X_test, y_test)}`."
+    from cogsynth.data import digits_arrays
+    rng = np.random.default_rng(1)
+    centers = rng.normal(size=(20, 64)) * 0.35
+    ytr, yte = np.repeat(np.arange(20), 150), np.repeat(np.arange(20), 100)
+    gauss = ((centers[ytr] + rng.normal(size=(len(ytr), 64))).astype(np.float32), ytr,
+             (centers[yte] + rng.normal(size=(len(yte), 64))).astype(np.float32), yte)
+    (xa, ya), (xb, yb) = digits_arrays("train"), digits_arrays("test")
+    digits = (xa.reshape(len(xa), -1).astype(np.float32), ya, xb.reshape(len(xb), -1).astype(np.float32), yb)
+    return {"gaussians_20x64": gauss, "digits_pixels": digits}
+
+
+def effects(args):
+    "Mean top-1 over the reference seeds of every option, and its change from naver/cog's default (points)."
+    import torch
+    from cogsynth.probe import COG_SEEDS, aggregate, linear_probe
+    torch.set_num_threads(args.threads)
+    out = {}
+    for name, (Xa, ya, Xb, yb) in effect_problems().items():
+        t0, rows = time.perf_counter(), {}
+        for v, kw in EFFECT_VARIANTS.items():
+            runs = [linear_probe(Xa, ya, Xb, yb, seed=sd, device="cpu", **kw) for sd in COG_SEEDS]
+            rows[v] = {k: round(x, 2) for k, x in aggregate(runs).items() if k.startswith("top1")}
+        base = rows["naver/cog (default)"]["top1_mean"]
+        for r in rows.values(): r["change"] = round(r["top1_mean"] - base, 2)
+        out[name] = {"seeds": list(COG_SEEDS), "seconds": round(time.perf_counter() - t0, 1), "variants": rows}
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -141,11 +183,14 @@ def main():
     p.add_argument("--classes-cog", type=int, default=1000, help="classes of the CoG-scale protocol (1000 = ImageNet-CoG)")
     p.add_argument("--baseline-trials", type=int, default=1, help="CoG protocol: trials of the sequential baseline (0: none)")
     p.add_argument("--baseline-epochs", type=int, default=5, help="CoG protocol: SGD epochs of the baseline fits (cost scaled to --epochs)")
+    p.add_argument("--effects", action="store_true", help="cpu: the measured effect of each probe option against naver/cog's protocol")
     p.add_argument("--json-out", default=None, help="also write the JSON to this file")
     args = p.parse_args()
     if args.parallel != "auto": args.parallel = int(args.parallel)
     res = {"benchmark": "probe_speed", "device": args.device}
-    if args.device == "cpu" and args.protocol is None:
+    if args.effects:
+        res["effects"] = effects(args)
+    elif args.device == "cpu" and args.protocol is None:
         res["probe_lbfgs_vs_sklearn"] = cpu_probe(args)
         if not args.skip_genindex: res["genindex_2500x12"] = cpu_genindex(args)
     else:

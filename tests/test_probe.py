@@ -8,6 +8,7 @@ import pytest
 from cogsynth.core import CogsynthError
 from cogsynth.probe import (linear_probe, fewshot_probe, stratified_split, fewshot_indices, extract_features,
                             load_features, save_features, cog_benchmark, cog_table)
+from cogsynth.features import feature_entries
 from cogsynth.analysis import cluster_nmi, knn_agreement, feature_stats, generalization_index
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +58,7 @@ def test_trials_zero_uses_given_hyperparameters_and_is_deterministic():
 
 def test_fewshot_never_leaks_validation_or_test_into_training():
     Xtr, ytr, Xte, yte = mixture(n_train=40)
-    fs = fewshot_probe(Xtr, ytr, Xte, yte, shots=(1, 2, 8), seeds=(0, 3), trials=2, max_iter=50, device="cpu")
+    fs = fewshot_probe(Xtr, ytr, Xte, yte, shots=(1, 2, 8), seeds=(0, 3), solver="lbfgs", trials=2, max_iter=50, device="cpu")
     for n, agg in fs["shots"].items():
         for run in agg["runs"]:
             _, val = stratified_split(ytr, 0.2, run["seed"])
@@ -153,11 +154,13 @@ def test_features_roundtrip_cache_and_unknown_layer(tmp_path):
     net = create_encoder("cnn_small")
     f = extract_features(net, "digits", layers=["stem", "pre_logits"], split="test", classes="unseen", out=tmp_path, device="cpu")
     assert f["pre_logits"].X.shape == (len(f["pre_logits"].y), 128) and f["pre_logits"].X.dtype == np.float16
-    side = json.loads((tmp_path/"pre_logits.json").read_text())
+    entry = f["pre_logits"].path.parent
+    assert feature_entries(tmp_path) == [entry]
+    side = json.loads((entry/"pre_logits.json").read_text())
     assert side["schema"] == "cogsynth.features/1" and side["classes"] == ["5", "6", "7", "8", "9"] and "weights_sha256" in side
-    mtime = (tmp_path/"pre_logits.npy").stat().st_mtime_ns
+    mtime = (entry/"pre_logits.npy").stat().st_mtime_ns
     g = extract_features(net, "digits", layers=["pre_logits"], split="test", classes="unseen", out=tmp_path, device="cpu")
-    assert (tmp_path/"pre_logits.npy").stat().st_mtime_ns == mtime            # cache hit
+    assert (entry/"pre_logits.npy").stat().st_mtime_ns == mtime              # cache hit
     np.testing.assert_array_equal(g["pre_logits"].X, f["pre_logits"].X)
     with pytest.raises(CogsynthError, match=r"unknown layer\(s\) \['stages.7'\].*valid layers are \['stem', 'stages.0.0'"):
         extract_features(net, "digits", layers=["stages.7"], out=tmp_path)
@@ -190,25 +193,25 @@ def test_sharded_extraction_with_torchrun_matches_single_process(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     single = extract_features(str(ckpt), "digits", layers=["stages.1.1", "pre_logits"], split="test", classes="seen", out=tmp_path/"single", device="cpu")
     for layer in ("stages.1.1", "pre_logits"):
-        sh = load_features(tmp_path/"sharded", layer)
+        sh = load_features(feature_entries(tmp_path/"sharded")[0], layer)
         np.testing.assert_array_equal(sh.y, single[layer].y)
         np.testing.assert_allclose(sh.X.astype(np.float32), single[layer].X.astype(np.float32), atol=1e-2)
         assert sh.meta["key"] == single[layer].meta["key"]
-    assert not list((tmp_path/"sharded"/".shards").glob("*.npy"))
+    assert [p.name for p in (tmp_path/"sharded").iterdir() if p.name.startswith(".work")] == []      # the work folder was published
 
 
 # ---------------------------------------------------------------- CLI
 def test_cli_probe_cog_then_reuse_features(tmp_path):
     from cogsynth.cli import main
     out = tmp_path/"run"
-    assert main(["probe", "--model", "cnn_small", "--data", "seen=digits:seen", "L1=digits:5,6,7", "--layers", "pre_logits",
+    assert main(["probe", "--model", "cnn_small", "--random-init", "--data", "seen=digits:seen", "L1=digits:5,6,7", "--layers", "pre_logits",
                  "--protocol", "cog", "--trials", "2", "--seeds", "0", "--out", str(out), "--device", "cpu"]) == 0
     res = json.loads((out/"cog.json").read_text())["results"][0]
     assert set(res["levels"]) == {"seen", "L1"} and (out/"cog.png").exists()
     assert res["levels"]["seen"]["top1_mean"] > 60 and res["levels"]["L1"]["top1_mean"] > 60      # chance: 20% and 33%
-    assert (out/"features"/"L1"/"test"/"pre_logits.json").exists()
+    assert (feature_entries(out/"features"/"L1"/"test")[0]/"pre_logits.json").exists()
     feats = str(out/"features")
-    saved = lambda name, split: load_features(out/"features"/name/split, "pre_logits")
+    saved = lambda name, split: load_features(feature_entries(out/"features"/name/split)[0], "pre_logits")
     assert main(["probe", "--features", feats, "--data", "seen=x", "L1=x", "--protocol", "genindex", "--split", "test",
                  "--seeds", "0", "--out", str(tmp_path/"gi")]) == 0
     gi = json.loads((tmp_path/"gi"/"genindex.json").read_text())
@@ -233,7 +236,7 @@ def test_cli_probe_cog_then_reuse_features(tmp_path):
     assert main(["probe", "--features", feats, "--data", "seen=x", "--out", str(tmp_path/"e"), "--baseline", str(tmp_path/"gi")]) == 2
     assert main(["probe", "--features", feats, "--data", "seen=x", "--shots", "4", "--out", str(tmp_path/"e"), "--baseline", str(out)]) == 2   # no few-shot results
     assert main(["probe", "--data", "L1=x", "--out", str(tmp_path/"e")]) == 2            # neither --model nor --features
-    assert main(["probe", "--model", "cnn_small", "--data", "seen=digits:seen", "--layers", "nope", "--out", str(tmp_path/"e")]) == 2
+    assert main(["probe", "--model", "cnn_small", "--random-init", "--data", "seen=digits:seen", "--layers", "nope", "--out", str(tmp_path/"e")]) == 2
 
 
 # ---------------------------------------------------------------- tutorials

@@ -1,4 +1,4 @@
-"""Issue 17 (items 4-6, 9), issue 16 item 4 and issue 13 for probe: each test failed on the tree before the fix."""
+"""Issue 17 (items 4-6, 9), issue 16 item 4, issue 13 and issue 24 (point 1) for the probe: each test failed on the tree before its fix."""
 import json, os, subprocess, sys
 from pathlib import Path
 
@@ -7,6 +7,7 @@ import pytest
 
 from cogsynth.core import CogsynthError
 from cogsynth.probe import cog_benchmark, extract_features, load_features, linear_probe
+from cogsynth.features import feature_entries
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,17 +33,21 @@ def gaussians(seed, n=30, dim=12, classes=4, spread=1.0):
 
 
 # ---------------------------------------------------------------- 17.4: torn feature files
+def entry_of(cnn, store, **kw):
+    "Extract the test digits 5 and 6 at pre_logits into `store`; the entry folder."
+    return extract_features(cnn, "digits", layers=["pre_logits"], split="test", classes=[5, 6], out=store, device="cpu", **kw)["pre_logits"].path.parent
+
+
 def test_truncated_features_file_names_the_file_and_the_fix(tmp_path, cnn):
-    extract_features(cnn, "digits", layers=["pre_logits"], split="test", classes=[5, 6], out=tmp_path, device="cpu")
-    npy = tmp_path/"pre_logits.npy"
+    entry = entry_of(cnn, tmp_path)
+    npy = entry/"pre_logits.npy"
     npy.write_bytes(npy.read_bytes()[:1500])
     with pytest.raises(CogsynthError, match=r"pre_logits\.npy is truncated or unreadable.*extract again"):
-        load_features(tmp_path, "pre_logits")
+        load_features(entry, "pre_logits")
 
 
 def test_torn_sidecar_names_the_file(tmp_path, cnn):
-    extract_features(cnn, "digits", layers=["pre_logits"], split="test", classes=[5, 6], out=tmp_path, device="cpu")
-    side = tmp_path/"pre_logits.json"
+    side = entry_of(cnn, tmp_path)/"pre_logits.json"
     side.write_text(side.read_text()[:40])
     with pytest.raises(CogsynthError, match=r"pre_logits\.json is truncated or unreadable"):
         load_features(side)
@@ -51,24 +56,24 @@ def test_torn_sidecar_names_the_file(tmp_path, cnn):
 @pytest.mark.parametrize("victim,keep", [("pre_logits.npy", 1500), ("pre_logits.json", 40), ("pre_logits.labels.npy", 100)])
 def test_extraction_re_extracts_a_torn_cache(tmp_path, cnn, victim, keep):
     first = extract_features(cnn, "digits", layers=["pre_logits"], split="test", classes=[5, 6], out=tmp_path, device="cpu")
-    ref = np.array(first["pre_logits"].X); del first
-    f = tmp_path/victim
+    ref, entry = np.array(first["pre_logits"].X), first["pre_logits"].path.parent; del first
+    f = entry/victim
     f.write_bytes(f.read_bytes()[:keep])
     again = extract_features(cnn, "digits", layers=["pre_logits"], split="test", classes=[5, 6], out=tmp_path, device="cpu")
     np.testing.assert_array_equal(again["pre_logits"].X, ref)
 
 
 def test_a_torn_cache_is_told_by_its_type(tmp_path, cnn):
-    from cogsynth.probe import TornFeaturesError, _cache_state, read_sidecar
-    extract_features(cnn, "digits", layers=["pre_logits"], split="test", classes=[5, 6], out=tmp_path, device="cpu")
-    key = read_sidecar(tmp_path/"pre_logits.json")["key"]
-    assert _cache_state(tmp_path, "pre_logits", key) is None
-    assert _cache_state(tmp_path, "pre_logits", "another")[1] is False
-    npy = tmp_path/"pre_logits.npy"
+    from cogsynth.features import TornFeaturesError, _cache_state, read_sidecar
+    entry = entry_of(cnn, tmp_path)
+    key = read_sidecar(entry/"pre_logits.json")["key"]
+    assert _cache_state(entry, "pre_logits", key) is None
+    assert _cache_state(entry, "pre_logits", "another")[1] is False
+    npy = entry/"pre_logits.npy"
     npy.write_bytes(npy.read_bytes()[:1500])
-    why, torn = _cache_state(tmp_path, "pre_logits", key)
+    why, torn = _cache_state(entry, "pre_logits", key)
     assert torn and why.startswith(f"{npy} is truncated or unreadable") and "an extraction" not in why
-    with pytest.raises(TornFeaturesError, match="extract again"): load_features(tmp_path, "pre_logits")
+    with pytest.raises(TornFeaturesError, match="extract again"): load_features(entry, "pre_logits")
 
 
 def test_cache_key_holds_the_extraction_precision_and_the_storage_dtype(tmp_path, cnn):
@@ -86,7 +91,9 @@ def test_cog_benchmark_does_not_report_another_encoders_results(tmp_path):
     b = {"seen": (gaussians(10, spread=2.0), gaussians(11, spread=2.0)), "L1": (gaussians(12, spread=2.0), gaussians(13, spread=2.0))}
     kw = dict(model="same-name", seeds=(0,), solver="lbfgs", trials=0, max_iter=50, device="cpu")
     ra = cog_benchmark(a, out=tmp_path, **kw)
-    rb = cog_benchmark(b, out=tmp_path, **kw)            # another "encoder" probed into the same folder under the same name
+    with pytest.raises(CogsynthError, match=r"train\.sha256=.*on_change='replace'"):     # refused by default, naming the difference
+        cog_benchmark(b, out=tmp_path, **kw)            # another "encoder" probed into the same folder under the same name
+    rb = cog_benchmark(b, out=tmp_path, on_change="replace", **kw)
     fresh = cog_benchmark(b, **kw)
     assert rb["levels"]["L1"]["top1_mean"] == fresh["levels"]["L1"]["top1_mean"] != ra["levels"]["L1"]["top1_mean"]
     stored = json.loads((tmp_path/"same-name"/"L1"/"seed0.json").read_text())
@@ -101,9 +108,11 @@ def test_cog_benchmark_reuses_only_with_the_same_settings(tmp_path):
     mtime = seed0.stat().st_mtime_ns
     cog_benchmark(lv, out=tmp_path, trials=0, C=1.0, **kw)
     assert seed0.stat().st_mtime_ns == mtime                                     # same identity: reused
-    with pytest.raises(CogsynthError, match=r"probe\.C: 1\.0 -> 0\.01"):
-        cog_benchmark(lv, out=tmp_path, trials=0, C=0.01, on_change="error", **kw)
-    r = cog_benchmark(lv, out=tmp_path, trials=0, C=0.01, **kw)                 # default: recomputed
+    with pytest.raises(CogsynthError, match=r"probe\.hparams\.C=1\.0 -> 0\.01"):
+        cog_benchmark(lv, out=tmp_path, trials=0, C=0.01, **kw)                 # default: refused
+    with pytest.warns(FutureWarning, match="on_change='refuse'"), pytest.raises(CogsynthError, match="hparams.C"):
+        cog_benchmark(lv, out=tmp_path, trials=0, C=0.01, on_change="error", **kw)   # the old word
+    r = cog_benchmark(lv, out=tmp_path, trials=0, C=0.01, on_change="recompute", **kw)
     assert json.loads(seed0.read_text())["hparams"] == {"C": 0.01} and r["levels"]["L1"]["runs"][0]["hparams"] == {"C": 0.01}
 
 
@@ -139,7 +148,7 @@ def test_content_hash_sees_an_edit_that_keeps_size_and_mtime(tmp_path):
 def test_folder_without_train_and_test_is_refused(tmp_path, capsys):
     from cogsynth.data import write_digits_folder
     flat = write_digits_folder(tmp_path/"L1", split="test", classes=[5, 6, 7])
-    assert cli("--model", "cnn_small", "--data", f"L1={flat}", "--trials", "0", "--seeds", "0", "--out", tmp_path/"run", "--device", "cpu") == 2
+    assert cli("--model", "cnn_small", "--random-init", "--data", f"L1={flat}", "--trials", "0", "--seeds", "0", "--out", tmp_path/"run", "--device", "cpu") == 2
     err = capsys.readouterr().err
     assert "has no train/ sub-folder" in err and "same images" in err and "--data L1=" in err
     assert not (tmp_path/"run"/"features").exists()                           # refused before any extraction
@@ -156,7 +165,7 @@ def test_features_with_a_layer_the_test_split_lacks(tmp_path, capsys):
 
 
 def test_bad_digit_in_a_data_spec_names_the_item(tmp_path, capsys):
-    assert cli("--model", "cnn_small", "--data", "seen=digits:7,8,x", "--out", tmp_path/"run") == 2
+    assert cli("--model", "cnn_small", "--random-init", "--data", "seen=digits:7,8,x", "--out", tmp_path/"run") == 2
     err = capsys.readouterr().err
     assert "--data seen=digits:7,8,x" in err and "'x'" in err
 
@@ -177,18 +186,20 @@ def test_probe_help_shows_every_default():
     fmt = sub._get_formatter()
     shown = {a.option_strings[-1]: fmt._expand_help(a) for a in sub._actions if a.option_strings and a.dest != "help"}
     assert [o for o, h in shown.items() if not h.strip() or "(default: " not in h] == []
-    assert shown["--trials"].endswith("(default: 30)") and shown["--seeds"].endswith("(default: [0, 1, 2, 3, 4])")
+    assert shown["--trials"].endswith("(default: 30)") and "(default: 22 37 45 77 93, naver/cog's" in shown["--seeds"]
+    assert shown["--solver"].endswith("(default: sgd)") and shown["--precision"].endswith("(default: fp32)")
+    assert shown["--on-change"].endswith("(default: refuse)") and "--random-init" in shown
 
 
 @pytest.mark.parametrize("argv,flag", [(["--trials", "-1"], "--trials=-1"), (["--batch-size", "0"], "--batch-size=0"),
                                        (["--precision", "float32"], "--precision='float32'"), (["--shots", "0"], "--shots [0]")])
 def test_cli_errors_name_the_flag(tmp_path, capsys, argv, flag):
-    assert cli("--model", "cnn_small", "--data", "seen=digits:seen", "--out", tmp_path/"e", *argv) == 2
+    assert cli("--model", "cnn_small", "--random-init", "--data", "seen=digits:seen", "--out", tmp_path/"e", *argv) == 2
     assert flag in capsys.readouterr().err
 
 
 def test_probe_and_analysis_form_no_import_cycle():
-    src = {m: (ROOT/"cogsynth"/f"{m}.py").read_text() for m in ("probe", "analysis", "protocols")}
+    src = {m: (ROOT/"cogsynth"/f"{m}.py").read_text() for m in ("features", "extract", "solvers", "probe", "cog", "analysis", "protocols")}
     assert "cogsynth.analysis" not in src["probe"] and "from .analysis" not in src["probe"]
     assert "cogsynth.protocols" not in src["analysis"]
     import re
@@ -206,25 +217,25 @@ def test_every_registered_protocol_runs(tmp_path):
         X, y = gaussians(seed)
         return {"pre_logits": Features(X, y, meta={"layer": "pre_logits"})}
     data = {n: {sp: feats(10 * i + j) for j, sp in enumerate(("train", "test"))} for i, n in enumerate(("seen", "L1"))}
-    small = dict(seeds=(0,), trials=0, max_iter=30, shots=(1, 2), n_init=1, knn=True)
+    small = dict(seeds=(0,), trials=0, shots=(1, 2), n_init=1, knn=True)
     assert set(list_protocols()) >= {"cog", "fewshot", "genindex", "stats"}
     for name in list_protocols():
         p = get_protocol(name)
         kw = {k: v for k, v in small.items() if k in p.settings()}
-        if p.open_settings(): kw["max_iter"] = 30
+        if p.open_settings(): kw["epochs"] = 20
         res = run_protocol(name, data, out=tmp_path/name, model="toy", **kw)
         assert isinstance(res, dict) and res["message"], name
         assert any((tmp_path/name).glob("*.json")), name
 
 
 def test_bad_baseline_fails_before_any_extraction(tmp_path, capsys):
-    assert cli("--model", "cnn_small", "--data", "seen=digits:seen", "--baseline", tmp_path/"none", "--out", tmp_path/"run", "--device", "cpu") == 2
+    assert cli("--model", "cnn_small", "--random-init", "--data", "seen=digits:seen", "--baseline", tmp_path/"none", "--out", tmp_path/"run", "--device", "cpu") == 2
     assert "no baseline results at" in capsys.readouterr().err
     assert not (tmp_path/"run"/"features").exists()
 
 
 def test_levels_refuse_a_split_they_do_not_have(tmp_path, capsys):
-    assert cli("--model", "cnn_small", "--levels", "imagenet-cog", "--image-root", tmp_path, "--seen-root", tmp_path, "--protocol", "stats",
+    assert cli("--model", "cnn_small", "--random-init", "--levels", "imagenet-cog", "--image-root", tmp_path, "--seen-root", tmp_path, "--protocol", "stats",
                "--split", "val", "--out", tmp_path/"run") == 2
     assert "--split='val' is not one of: train, test" in capsys.readouterr().err
 
@@ -268,7 +279,7 @@ def test_imagenet_cog_lists_every_missing_concept_before_extracting(tmp_path, ca
                                                      for l in levels for c in l["concepts"]}}
     (tmp_path/"splits.json").write_text(json.dumps(splits))
     rc = cli("--protocol", "cog", "--levels", lv, "--image-root", in21k, "--seen-root", in1k, "--splits", tmp_path/"splits.json",
-             "--model", "cnn_small", "--out", tmp_path/"run", "--device", "cpu")
+             "--model", "cnn_small", "--random-init", "--out", tmp_path/"run", "--device", "cpu")
     assert rc == 2
     err = capsys.readouterr().err
     listed = (tmp_path/"run"/"missing.txt").read_text().splitlines()
@@ -282,11 +293,11 @@ def test_imagenet_cog_runs_the_protocol_on_a_fake_root(tmp_path):
     in21k, in1k, lv, _ = fake_imagenet(tmp_path)
     out = tmp_path/"run"
     assert cli("--protocol", "cog", "--levels", lv, "--image-root", in21k, "--seen-root", in1k, "--n-train", 3, "--n-test", 2,
-               "--model", "cnn_small", "--trials", 0, "--seeds", 0, "--out", out, "--device", "cpu") == 0
+               "--model", "cnn_small", "--random-init", "--trials", 0, "--seeds", 0, "--out", out, "--device", "cpu") == 0
     res = json.loads((out/"cog.json").read_text())["results"][0]
     assert list(res["levels"]) == ["seen", "L1", "L2", "L3", "L4", "L5"]
     for lvl in ("L1", "L5"):
-        tr, te = (load_features(out/"features"/lvl/sp, "pre_logits") for sp in ("train", "test"))
+        tr, te = (load_features(feature_entries(out/"features"/lvl/sp)[0], "pre_logits") for sp in ("train", "test"))
         assert (len(tr), len(te)) == (6, 4) and tr.classes == sorted(tr.classes)
     assert (out/"cog.md").exists() and (out/"cog.csv").exists()
 
@@ -299,8 +310,48 @@ def test_imagenet_cog_reads_navers_split_pickle_safely(tmp_path, capsys):
                 for w in wnids}
     with open(tmp_path/"cog_concepts_split_file.pkl", "wb") as f: pickle.dump(official, f)
     rc = cli("--protocol", "cog", "--levels", lv, "--image-root", in21k, "--seen-root", in1k, "--splits", tmp_path/"cog_concepts_split_file.pkl",
-             "--model", "cnn_small", "--out", tmp_path/"run", "--device", "cpu")
+             "--model", "cnn_small", "--random-init", "--out", tmp_path/"run", "--device", "cpu")
     assert rc == 2                                                   # the fake root holds 5 of each concept's 850 images
     listed = (tmp_path/"run"/"missing.txt").read_text().splitlines()
     assert len(listed) == len(wnids) and all("845 image(s)" in l for l in listed)
     assert not (tmp_path/"run"/"features").exists()
+
+
+# ---------------------------------------------------------------- 24.1: labels are joined by class name
+def digit_level(root, train, test):
+    from cogsynth.data import write_digits_folder
+    write_digits_folder(root/"train", split="train", classes=train); write_digits_folder(root/"test", split="test", classes=test)
+    return root
+
+
+def test_a_training_class_absent_from_the_test_folder_shifts_no_label(tmp_path):
+    lv = digit_level(tmp_path/"L1", [5, 6, 7], [5, 7])                 # class 6 has no test images
+    full = digit_level(tmp_path/"full", [5, 6, 7], [5, 6, 7])
+    base = ["--model", "cnn_small", "--random-init", "--trials", "0", "--seeds", "22", "--device", "cpu"]
+    assert cli(*base, "--data", f"L1={lv}", "--out", tmp_path/"run") == 0
+    assert cli(*base, "--data", f"L1={full}", "--out", tmp_path/"ref") == 0
+    res = json.loads((tmp_path/"run"/"cog.json").read_text())["results"][0]["levels"]["L1"]
+    assert res["top1_mean"] > 80, res["top1_mean"]                     # by position, the 7s were scored as 6s: about 50
+    # the same probe on the full test folder's 5s and 7s, joined by name in Python: the same number
+    tr, te = (load_features(feature_entries(tmp_path/"ref"/"features"/"L1"/sp)[0], "pre_logits") for sp in ("train", "test"))
+    keep = te.names != "6"
+    expected = linear_probe(tr.X, tr.names, te.X[keep], te.names[keep], trials=0, seed=22, device="cpu")["top1"]
+    assert res["top1_mean"] == expected
+
+
+def test_a_test_class_unknown_to_training_is_named(tmp_path, capsys):
+    lv = digit_level(tmp_path/"L1", [5, 6], [5, 8])
+    assert cli("--model", "cnn_small", "--random-init", "--data", f"L1={lv}", "--trials", "0", "--seeds", "22", "--device", "cpu",
+               "--out", tmp_path/"run") == 2
+    err = capsys.readouterr().err
+    assert "level 'L1': test class(es) ['8'] do not occur in the training set (its 2 classes: 5, 6)" in err
+    assert not (tmp_path/"run"/"features").exists()                           # refused before any extraction
+
+
+def test_linear_probe_joins_class_names_not_positions():
+    X, y = gaussians(0, classes=3)
+    names = np.array(["cat", "dog", "emu"])[y]
+    keep = names != "dog"
+    a = linear_probe(X, names, X[keep], names[keep], trials=0, solver="lbfgs", device="cpu")
+    b = linear_probe(X, y, X[keep], y[keep], trials=0, solver="lbfgs", device="cpu")
+    assert a["top1"] == b["top1"] and a["classes"] == ["cat", "dog", "emu"]
