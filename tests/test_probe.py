@@ -109,14 +109,14 @@ def test_knn_agreement_matches_sklearn():
     rng = np.random.default_rng(1)
     y = np.repeat(np.arange(3), 20)
     X = (np.eye(3, 8)[y] + rng.normal(scale=0.7, size=(60, 8))).astype(np.float32)
-    r = knn_agreement(X, y)
-    assert r["k"] == 19
+    r = knn_agreement(X, y, k="smallest")
+    assert r["k"] == 19 and knn_agreement(X, y)["k"] == 20      # seed 000's default: k = images per class, self excluded
     knn = KNeighborsClassifier(r["k"] + 1).fit(X, y)
     nbrs = knn.kneighbors(X, return_distance=False)[:, 1:]          # drop each point itself
     assert r["agreement"] == pytest.approx((y[nbrs] == y[:, None]).mean(), abs=1e-6)
     loo = np.mean([KNeighborsClassifier(1).fit(np.delete(X, i, 0), np.delete(y, i)).predict(X[i:i+1])[0] == y[i] for i in range(60)])
     assert r["nn1"] == pytest.approx(loo)
-    assert knn_agreement(np.eye(3, 8)[y] * 4 + rng.normal(scale=0.01, size=(60, 8)), y)["agreement"] == 1.0
+    assert knn_agreement(np.eye(3, 8)[y] * 4 + rng.normal(scale=0.01, size=(60, 8)), y, k="smallest")["agreement"] == 1.0
 
 
 def test_feature_stats_formulas_and_chunking():
