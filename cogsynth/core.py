@@ -121,7 +121,7 @@ def load_plugins(*, reload:bool=False, # load again (e.g. after installing a plu
                 ) -> dict[str, str]: # entry point name -> 'loaded', or why it failed
     "Import every `cogsynth.plugins` entry point once (calling it when it is a function)."
     global _plugins_loaded
-    if _plugins_loaded and not reload: return _plugins
+    if (_plugins_loaded and not reload) or _importing_cogsynth(): return _plugins   # mid-import: the next read loads them
     _plugins_loaded = True                      # set first: a plugin reads registries while it loads
     for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP):
         try:
@@ -134,6 +134,11 @@ def load_plugins(*, reload:bool=False, # load again (e.g. after installing a plu
     return _plugins
 
 _plugins_loaded = False
+
+def _importing_cogsynth() -> bool:
+    "True while a cogsynth module is still being imported (a plugin importing it then would see half a module)."
+    return any(getattr(getattr(m, "__spec__", None), "_initializing", False)
+               for name, m in list(sys.modules.items()) if name == "cogsynth" or name.startswith("cogsynth."))
 
 # %% ../nbs/00_core.ipynb #1be95083
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
