@@ -21,6 +21,7 @@ COMMANDS = {
     "generate": ("cogsynth.generate", "generate a synthetic image dataset with a diffusers text-to-image pipeline"),
     "train":    ("cogsynth.train",    "train an encoder on real, synthetic or mixed images"),
     "probe":    ("cogsynth.protocols", "probe a frozen encoder: linear probes, few-shot, generalization index, statistics"),
+    "evaluate": ("cogsynth.evaluate", "evaluate a trained classifier on real test sets (ImageNet val, v2, Sketch, R, A or class folders): top-1 and top-5"),
     "zsl":      ("cogsynth.zsl",      "zero-shot learning by classifier crafting (S-CC, V-CC, ensemble)"),
     "run":      ("cogsynth.runner",   "the main job: run the tutorials in order and summarize their results"),
     "sweep":    ("cogsynth.runner",   "run a parameterized notebook over a grid of parameters: resumable, parallel, tabulated and plotted"),

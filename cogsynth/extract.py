@@ -86,6 +86,13 @@ def _class_names(data) -> list[str]|None:
     names = getattr(data, "classes", None)
     return [str(c) for c in names] if names else None
 
+# %% ../nbs/08a_extract.ipynb #aaa320cc
+def _serves_images(data, # a dataset of `(x, label)`
+                 ) -> bool:
+    "Whether `data` serves images that need a transform: known without opening one for a file-backed dataset with no transform of its own."
+    if getattr(data, "samples", None) is not None and getattr(data, "transform", "?") is None: return True
+    return not hasattr(data[0][0], "shape")
+
 # %% ../nbs/08a_extract.ipynb #418f581f
 def feature_dataset(data,               # a dataset of `(image, label)` or a `make_dataset` spec ('digits', a folder)
                     *,
@@ -100,7 +107,7 @@ def feature_dataset(data,               # a dataset of `(image, label)` or a `ma
         from cogsynth.data import make_dataset
         data = make_dataset(data, split=split, classes=classes)[0]
     if len(data) == 0: raise CogsynthError("the dataset is empty: check the data spec")
-    if transform is None and not hasattr(data[0][0], "shape"): transform = _default_transform(meta or {}, net)
+    if transform is None and _serves_images(data): transform = _default_transform(meta or {}, net)
     return data, (_WithTransform(data, transform) if transform is not None else data), transform
 
 # %% ../nbs/08a_extract.ipynb #04d8bf8a

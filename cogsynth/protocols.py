@@ -39,6 +39,8 @@ class Protocol:
     name:str              # the name `run_protocol` and `cogsynth probe --protocol` take
     fn:Callable           # `fn(features, *, out, model, **settings) -> dict`
     splits:tuple|None     # the splits every data item needs; None: the one split the caller picks
+    datasets:Callable|None = None # `datasets(specs, splits, options=) -> {name: {split: dataset}}`: reads its own `--data` items (None: dataset specs)
+    baseline:Callable|None = None # `baseline(folder, names) -> dict`: reads and checks a `--baseline` before any extraction (None: cog's)
     def settings(self) -> list[str]:
         "The keyword settings `fn` takes, beyond `features`, `out` and `model`."
         return [k for k, p in inspect.signature(self.fn).parameters.items()
@@ -54,10 +56,12 @@ def register_protocol(name:str,                    # the protocol's name
                       *,
                       splits:Sequence[str]|None=("train", "test"), # splits each data item needs (None: one, chosen by `split=`)
                       replace:bool=False,          # replace a protocol of the same name
+                      datasets:Callable|None=None, # reads the protocol's own `--data` items (see `Protocol.datasets`)
+                      baseline:Callable|None=None, # reads and checks its `--baseline` (see `Protocol.baseline`)
                      ):
     "Decorator: register `fn(features, *, out, model, **settings) -> dict` as the probe protocol `name`."
     def deco(fn):
-        PROTOCOLS.register(name, Protocol(name, fn, tuple(splits) if splits else None), doc=(fn.__doc__ or "").split("\n")[0], replace=replace)
+        PROTOCOLS.register(name, Protocol(name, fn, tuple(splits) if splits else None, datasets, baseline), doc=(fn.__doc__ or "").split("\n")[0], replace=replace)
         return fn
     return deco
 
@@ -375,7 +379,8 @@ def cli_probe_args(p, # the `probe` sub-parser of `cogsynth.cli`
     p.add_argument("--weights", default=None, help="local weights file for a timm model name")
     p.add_argument("--random-init", action="store_true", help="allow a timm --model without --weights: a randomly initialised network, e.g. as a baseline")
     p.add_argument("--features", default=None, help="read features from this folder (DIR/<name>/<split>/) instead of a model")
-    p.add_argument("--data", nargs="+", default=None, help="NAME=SPEC items: seen=digits:seen, L1=digits:5,6,7, L1=imagenet-cog:L1, L1=/data/L1 (a folder with train/ and test/)")
+    p.add_argument("--data", nargs="+", action="extend", default=None, help="NAME=SPEC items, repeatable: seen=digits:seen, L1=digits:5,6,7, L1=imagenet-cog:L1, L1=/data/L1 (a folder with train/ and test/); transfer: aircraft=DIR dtd=DIR ...")
+    p.add_argument("--expected", nargs="+", action="extend", default=None, metavar="[NAME=]COUNT", help="--protocol transfer: image counts the readers check: None (any), NAME=None, NAME=SPLIT:N,SPLIT:N (default: the official counts)")
     p.add_argument("--levels", default=None, help="a level manifest (preset imagenet-cog, or a levels.json): probe its seen set and every level instead of --data")
     p.add_argument("--image-root", default=None, help="images of the levels: an ImageNet-21K folder, one sub-folder per wnid")
     p.add_argument("--seen-root", default=None, help="images of the seen set with --levels: an ImageNet-1K folder with train/ and val/ sub-folders per wnid")
@@ -414,9 +419,15 @@ def _check_cli(args) -> None:
     check_precision(args.precision, flag="--precision")
     args.on_change = runs.check_on_change(args.on_change, ON_CHANGE)             # the old words warn
     if args.levels: check_choice("split", args.split, ("train", "test"), flag="--split")
+    if args.expected and (args.features or get_protocol(args.protocol).datasets is None):
+        raise CogsynthError(f"--expected is for protocols that read their own datasets (e.g. transfer), not --protocol {args.protocol}{' with --features' if args.features else ''}")
 
 # %% ../nbs/09b_protocols.ipynb #2705233c
 def _cli_datasets(args, splits) -> dict:
+    if (read := get_protocol(args.protocol).datasets) is not None:
+        from cogsynth.evaluate import parse_expected
+        specs = parse_data_items(args.data)
+        return read(specs, splits, options=parse_expected(args.expected, list(specs)))
     if args.levels:
         ds = imagenet_cog_datasets(args.levels, image_root=args.image_root, seen_root=args.seen_root, split_manifest=args.splits,
                                    n_train=args.n_train, n_test=args.n_test, report=Path(args.out)/"missing.txt")
@@ -452,7 +463,8 @@ def cli_probe(args, # the parsed command line
     _check_cli(args)
     proto = get_protocol(args.protocol, flag="--protocol")
     splits = protocol_splits(args.protocol, args.split)
-    if args.baseline and "baseline" in proto.settings(): read_baseline(args.baseline, _cli_names(args), args.shots)   # before any extraction
+    if args.baseline and "baseline" in proto.settings():                                          # before any extraction
+        proto.baseline(args.baseline, _cli_names(args)) if proto.baseline else read_baseline(args.baseline, _cli_names(args), args.shots)
     if proto.open_settings(): as_settings(**{k: v for k, v in _cli_settings(args, proto).items() if k in ("solver", "trials", "precision")})
     ensure_dir(args.out, "results folder", "pass --out with a writable folder")
     if args.features: feats = load_all(args.features, _cli_names(args), splits, layers=args.layers, model=args.model)
@@ -464,3 +476,6 @@ def cli_probe(args, # the parsed command line
     res = run_protocol(args.protocol, feats, out=args.out, model=model_label(args.model, args.features), **_cli_settings(args, proto))
     print(res["message"])
     return 0
+
+# %% ../nbs/09b_protocols.ipynb #fc1ec635
+from . import transfer as _transfer   # registers --protocol transfer (it imports this module: imported last)
