@@ -474,7 +474,7 @@ def cli_probe(args, # the parsed command line
         feats = extract_all(datasets, model=args.model, out=args.out, weights=args.weights, random_init=args.random_init,
                             layers=args.layers, batch_size=args.batch_size, device=args.device, img_size=args.img_size)
     res = run_protocol(args.protocol, feats, out=args.out, model=model_label(args.model, args.features), **_cli_settings(args, proto))
-    print(res["message"])
+    print(res.get("message") or json.dumps(res, indent=1, default=str))   # a plugin's protocol may return no message
     return 0
 
 # %% ../nbs/09b_protocols.ipynb #fc1ec635
