@@ -6,22 +6,24 @@ Docs: https://cogsynth.github.io/cogsynth/data.html.md"""
 
 # %% ../nbs/05_data.ipynb #6b9db87b
 from __future__ import annotations
-import difflib, fnmatch, math, re
+import difflib, math, re, warnings
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
+from fastcore.basics import patch
 
-from .core import CogsynthError, atomic_write, check_choice, ensure_dir, get_logger, read_json
+from .core import CogsynthError, Registry, atomic_write, check_choice, data_file, ensure_dir, get_logger, read_json
+from .manifests import manifest_files, read_manifest
 
 # %% auto #0
-__all__ = ['DIGITS_CLASS_SPLITS', 'IMG_EXTENSIONS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'MULTICROP_SCALES', 'DATASETS',
-           'digits_classes', 'digits_arrays', 'digit_image', 'DigitsDataset', 'write_digits_folder', 'to_8bit',
-           'open_image', 'images_under', 'scan_class_folders', 'ImageFolderDataset', 'parse_mix', 'MixedDataset',
-           'EpochSampler', 'level_wnids', 'CogDataset', 'normalize_batch', 'eval_transform', 'train_transform',
-           'mazsc_transform', 'MultiCrop', 'multicrop_transform', 'DatasetEntry', 'register_dataset', 'list_datasets',
-           'dataset_entry', 'DatasetSpec', 'parse_dataset_spec', 'split_dir', 'dataset_from_spec', 'dataset_defaults',
-           'make_dataset']
+__all__ = ['DIGITS_CLASS_SPLITS', 'IMG_EXTENSIONS', 'MAX_IMAGE_PIXELS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'MULTICROP_SCALES',
+           'CLASS_SETS', 'DATASETS', 'digits_classes', 'digits_arrays', 'digit_image', 'DigitsDataset',
+           'write_digits_folder', 'to_8bit', 'open_image', 'images_under', 'scan_class_folders', 'ImageFolderDataset',
+           'parse_mix', 'MixedDataset', 'EpochSampler', 'level_wnids', 'CogDataset', 'normalize_batch',
+           'eval_transform', 'train_transform', 'mazsc_transform', 'MultiCrop', 'multicrop_transform', 'class_set',
+           'DatasetEntry', 'register_dataset', 'list_datasets', 'dataset_entry', 'DatasetSpec', 'parse_dataset_spec',
+           'split_dir', 'class_keys', 'dataset_from_spec', 'dataset_defaults', 'make_dataset']
 
 # %% ../nbs/05_data.ipynb #2a3ec4c8
 DIGITS_CLASS_SPLITS = {"seen": [0, 1, 2, 3, 4], "unseen": [5, 6, 7, 8, 9], "all": list(range(10)),
@@ -39,6 +41,7 @@ def _digits_all():
         _DIGITS_CACHE["all"] = (images, labels, np.sort(tr), np.sort(te))
     return _DIGITS_CACHE["all"]
 
+# %% ../nbs/05_data.ipynb #95fed478
 def digits_classes(classes="all", # a split name ('all', 'seen' 0-4, 'unseen' 5-9, 'zsl_seen' 0-6, 'zsl_unseen' 7-9), a list of ints or '0,1,2'
                   ) -> list[int]:
     "The sorted digit classes named by `classes`."
@@ -50,6 +53,7 @@ def digits_classes(classes="all", # a split name ('all', 'seen' 0-4, 'unseen' 5-
     if bad or not items: raise CogsynthError(f"digits classes {classes!r} are not digits 0-9 (bad: {bad[:3]}): pass e.g. '0,1,2', [0, 1, 2] or 'seen'")
     return sorted({int(c) for c in items})
 
+# %% ../nbs/05_data.ipynb #e3c140a0
 def _split_index(split:str) -> np.ndarray:
     "Indices (into all 1,797 digits) of `split`: 'train', 'test' or 'all'."
     _, labels, tr, te = _digits_all()
@@ -57,6 +61,7 @@ def _split_index(split:str) -> np.ndarray:
     if idx is None: raise CogsynthError(f"unknown digits split {split!r}: use 'train', 'test' or 'all'")
     return idx
 
+# %% ../nbs/05_data.ipynb #5b8d16fb
 def digits_arrays(split:str="train", # 'train' (1,257), 'test' (540) or 'all'
                   classes="all",     # digit classes, as in `digits_classes`
                  ) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +81,7 @@ def digit_image(arr:np.ndarray,  # one digit, uint8 [8, 8] (from `digits_arrays`
     im = Image.fromarray(arr)
     return im if size == arr.shape[0] else im.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None)
 
-
+# %% ../nbs/05_data.ipynb #df89f6fa
 class DigitsDataset:
     "The embedded digits as a torch-style dataset of (PIL 'L' image of `size` px, digit label)."
     def __init__(self, split:str="train",  # 'train' (1,257 digits), 'test' (540) or 'all'
@@ -127,22 +132,42 @@ def to_8bit(im, # a PIL image
     else: full = 255.0 if top <= 255 else 65535.0 if top <= 65535 else 2.0**32 - 1   # 'I': 8, 16 or 32 bits of range
     return Image.fromarray(np.round(a.clip(0, full) * (255.0 / full)).astype(np.uint8), "L")
 
+# %% ../nbs/05_data.ipynb #4257deae
+MAX_IMAGE_PIXELS = 89_478_485      # Pillow's DecompressionBombWarning threshold; larger images are refused
+
+def _too_large(size:tuple[int, int]) -> str|None:
+    "Why an image of `size` (width, height) is refused, or None."
+    w, h = size
+    if w * h <= MAX_IMAGE_PIXELS: return None
+    return (f"too large: {w} x {h} = {w * h / 1e6:.0f} Mpx, above cogsynth.data.MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS / 1e6:.1f} Mpx; "
+            "downscale it, e.g. `mogrify -resize '4096x4096>' FILE`")
+
+# %% ../nbs/05_data.ipynb #7ccfb91b
 def open_image(path,          # an image file
                mode:str="RGB", # PIL mode of the result
               ):
-    "The image at `path` as a PIL image in `mode`; 16-bit and float images are rescaled first, where `convert` would clip them."
+    "The image at `path` as a PIL image in `mode`; 16-bit and float images rescaled first; images above `MAX_IMAGE_PIXELS` refused."
     from PIL import Image
-    with Image.open(path) as im: return to_8bit(im).convert(mode)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)         # the size is checked here, with a fix
+        with Image.open(path) as im:
+            if why := _too_large(im.size): raise CogsynthError(f"image {str(path)!r} is {why}")
+            return to_8bit(im).convert(mode)
 
 # %% ../nbs/05_data.ipynb #59de028c
 def _check_image(path) -> str|None:
-    "None when `path` opens as an image, else the reason."
+    "None when `path` opens as an image within `MAX_IMAGE_PIXELS`, else the reason."
     from PIL import Image
     try:
-        with Image.open(path) as im: im.verify()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if why := _too_large(im.size): return why
+                im.verify()
         return None
     except Exception as e: return f"{type(e).__name__}: {e}"
 
+# %% ../nbs/05_data.ipynb #828498f6
 def _report_skipped(skipped, root, on_error):
     if not skipped: return
     first = ", ".join(f"{p} ({why})" for p, why in skipped[:3])
@@ -150,6 +175,7 @@ def _report_skipped(skipped, root, on_error):
         raise CogsynthError(f"{len(skipped)} unreadable image(s) under {str(root)!r}, first: {first}: remove or re-generate them, or pass on_error='skip'")
     get_logger("data").warning(f"skipped {len(skipped)} unreadable image(s) under {root}; first: {first}")
 
+# %% ../nbs/05_data.ipynb #dde3736a
 def _drop_unreadable(items, root, on_error):
     "Check each (class, path); report unreadable ones (or raise, per `on_error`) and return `(readable items, skipped)`."
     skipped = []
@@ -173,13 +199,17 @@ def images_under(d, # a folder
     d = Path(d)
     return [f for f in sorted(d.rglob("*")) if f.suffix.lower() in IMG_EXTENSIONS and not f.name.startswith(".") and f.is_file()]
 
+# %% ../nbs/05_data.ipynb #a2a0f071
 def scan_class_folders(root,  # a folder holding one sub-folder of images per class
+                       include:Sequence[str]|None=None, # only these class folders (the others are not looked into)
                       ) -> tuple[list[tuple[str, Path]], dict[str, str]]:
     "`(class, path)` of every image under `root/<class>/`, and `{folder: why}` for each folder or file set left out."
     root, items, dropped = Path(root), [], {}
-    loose = [f for f in sorted(root.iterdir()) if f.is_file() and f.suffix.lower() in IMG_EXTENSIONS]
+    loose = [f for f in sorted(root.iterdir()) if f.is_file() and f.suffix.lower() in IMG_EXTENSIONS] if include is None else []
     if loose: dropped["."] = f"{len(loose)} image(s) directly in the root are in no class folder: move them into root/<class>/"
-    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if include is None else \
+              [root/c for c in sorted(include) if (root/c).is_dir()]
+    for d in folders:
         files = images_under(d)
         if d.name.startswith("_"):
             if files: dropped[d.name] = f"{len(files)} image(s) ignored: a folder starting with '_' is not a class (rename it to make it one)"
@@ -188,6 +218,14 @@ def scan_class_folders(root,  # a folder holding one sub-folder of images per cl
     if dropped:
         get_logger("data").warning(f"left out under {root}: " + "; ".join(f"{k!r}: {v}" for k, v in dropped.items()))
     return items, dropped
+
+# %% ../nbs/05_data.ipynb #e3c90fcc
+def _checked_root(root, on_error:str, manifest) -> Path:
+    root = Path(root).expanduser()
+    check_choice("on_error", on_error, ("skip", "raise"))
+    if not root.is_dir(): raise CogsynthError(f"image folder {str(root)!r} does not exist: pass a folder holding one subfolder of images per class")
+    if manifest not in ("auto", True, False, None): raise CogsynthError(f"manifest={manifest!r}: use 'auto' (read a generation manifest when present) or False (scan the class folders)")
+    return root
 
 # %% ../nbs/05_data.ipynb #d494a92e
 class ImageFolderDataset:
@@ -198,58 +236,79 @@ class ImageFolderDataset:
                  manifest="auto",                        # 'auto': read a generation manifest when present; False: scan the folders
                  on_error:str="skip",                    # unreadable image: 'skip' (report and drop) or 'raise'
                  check:bool=True,                        # check every image header up front
-                 mode:str="RGB"):                        # PIL mode of the images served
-        root = Path(root).expanduser()
-        check_choice("on_error", on_error, ("skip", "raise"))
-        if not root.is_dir(): raise CogsynthError(f"image folder {str(root)!r} does not exist: pass a folder holding one subfolder of images per class")
-        self.root, self.transform, self.on_error, self.mode, self.dropped = root, transform, on_error, mode, {}
-        if manifest not in ("auto", True, False, None): raise CogsynthError(f"manifest={manifest!r}: use 'auto' (read a generation manifest when present) or False (scan the class folders)")
-        from cogsynth.generate import manifest_files
-        self.manifest = (manifest_files(root) or None) if manifest in ("auto", True) else None
-        items = self._from_manifest() if self.manifest else self._from_folders()
-        if not items:
-            raise CogsynthError(f"no images found under {str(root)!r} (extensions {', '.join(IMG_EXTENSIONS)}): "
-                                "expected root/<class>/<image> files or a manifest.jsonl with 'class' and 'file'")
+                 mode:str="RGB",                         # PIL mode of the images served
+                 include:Sequence[str]|None=None):       # only these classes (e.g. `class_set('imagenet-100')`); each must be there
+        self.root, self.transform, self.on_error, self.mode, self.dropped = _checked_root(root, on_error, manifest), transform, on_error, mode, {}
+        self.include = None if include is None else sorted({str(c) for c in include})
+        self.manifest = (manifest_files(self.root) or None) if manifest in ("auto", True) else None
+        items = self._restrict(self._from_manifest() if self.manifest else self._from_folders())
         self.classes = self._class_order(sorted({c for c, _ in items}), classes)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-        items, self.skipped = _drop_unreadable(items, root, on_error) if check else (items, [])
+        items, self.skipped = _drop_unreadable(items, self.root, on_error) if check else (items, [])
         self.samples = [(str(p), self.class_to_idx[c]) for c, p in items]
         self.targets = [t for _, t in self.samples]
-
-    def _class_order(self, found, classes):
-        if classes is None: return found
-        classes = [str(c) for c in classes]
-        extra = sorted(set(found) - set(classes))
-        if extra:
-            raise CogsynthError(f"classes {extra[:5]} of {str(self.root)!r} are not among the {len(classes)} given classes "
-                                f"(e.g. the training classes {classes[:5]}): evaluate on a folder whose classes the model was trained on")
-        return classes
-
-    def _from_folders(self):
-        items, self.dropped = scan_class_folders(self.root)
-        return items
-
-    def _from_manifest(self):
-        "(class, path) per generated image: the union of the manifest shards, one record per id (see `cogsynth.generate.read_manifest`)."
-        from cogsynth.generate import read_manifest
-        return [(str(r["class"]), self.root/r["file"]) for r in read_manifest(self.root, check_files=False)]
-
     def __len__(self): return len(self.samples)
-    def load(self, i):
-        "The image of sample `i` (PIL, in `mode`; 16-bit images rescaled, see `open_image`)."
-        return open_image(self.samples[i][0], self.mode)
-    def __getitem__(self, i):
-        for attempt in range(len(self.samples)):
-            j = (i + attempt) % len(self.samples)
-            try: im = self.load(j)
-            except Exception as e:
-                if self.on_error == "raise": raise CogsynthError(f"cannot read image {self.samples[j][0]!r} ({e}): remove or re-generate it") from None
-                self.skipped.append((self.samples[j][0], f"{type(e).__name__}: {e}"))
-                get_logger("data").warning(f"unreadable image {self.samples[j][0]} replaced by the next one ({len(self.skipped)} so far)")
-                continue
-            return (self.transform(im) if self.transform else im), self.samples[j][1]
-        raise CogsynthError(f"no readable image under {str(self.root)!r}")
     def __repr__(self): return f"ImageFolderDataset({str(self.root)!r}, {len(self.classes)} classes, n={len(self)}, skipped={len(self.skipped)})"
+
+# %% ../nbs/05_data.ipynb #4272ba80
+@patch
+def _from_folders(self:ImageFolderDataset):
+    "(class, path) of the images of the class folders (only those of `include`, when given)."
+    items, self.dropped = scan_class_folders(self.root, include=self.include)
+    return items
+
+# %% ../nbs/05_data.ipynb #376d1b54
+@patch
+def _from_manifest(self:ImageFolderDataset):
+    "(class, path) per generated image: the union of the manifest shards, one checked record per id (`cogsynth.manifests`)."
+    return [(str(r["class"]), self.root/r["file"]) for r in read_manifest(self.root, check_files=False)]
+
+# %% ../nbs/05_data.ipynb #54b4a571
+@patch
+def _restrict(self:ImageFolderDataset, items):
+    "`items` of the `include` classes; a class asked for and absent is an error, and so is a folder without images."
+    if self.include is not None:
+        keep = set(self.include)
+        items = [(c, p) for c, p in items if c in keep]
+        missing = sorted(keep - {c for c, _ in items})
+        if missing: raise CogsynthError(f"{len(missing)} of the {len(keep)} classes asked for (include=) have no images under {str(self.root)!r}, "
+                                        f"e.g. {missing[:3]}: give a folder with one sub-folder per class, named by its key (the wnid)")
+    if not items:
+        raise CogsynthError(f"no images found under {str(self.root)!r} (extensions {', '.join(IMG_EXTENSIONS)}): "
+                            "expected root/<class>/<image> files or a manifest.jsonl with 'class' and 'file'")
+    return items
+
+# %% ../nbs/05_data.ipynb #b688417d
+@patch
+def _class_order(self:ImageFolderDataset, found, classes):
+    "The label order: `classes` when given (every class found must be among them), else the classes found, sorted."
+    if classes is None: return found
+    classes = [str(c) for c in classes]
+    extra = sorted(set(found) - set(classes))
+    if extra:
+        raise CogsynthError(f"classes {extra[:5]} of {str(self.root)!r} are not among the {len(classes)} given classes "
+                            f"(e.g. the training classes {classes[:5]}): evaluate on a folder whose classes the model was trained on")
+    return classes
+
+# %% ../nbs/05_data.ipynb #048f149d
+@patch
+def load(self:ImageFolderDataset, i):
+    "The image of sample `i` (PIL, in `mode`; 16-bit images rescaled, see `open_image`)."
+    return open_image(self.samples[i][0], self.mode)
+
+# %% ../nbs/05_data.ipynb #72177dd1
+@patch
+def __getitem__(self:ImageFolderDataset, i):
+    for attempt in range(len(self.samples)):
+        j = (i + attempt) % len(self.samples)
+        try: im = self.load(j)
+        except Exception as e:
+            if self.on_error == "raise": raise CogsynthError(f"cannot read image {self.samples[j][0]!r} ({e}): remove or re-generate it") from None
+            self.skipped.append((self.samples[j][0], f"{type(e).__name__}: {e}"))
+            get_logger("data").warning(f"unreadable image {self.samples[j][0]} replaced by the next one ({len(self.skipped)} so far)")
+            continue
+        return (self.transform(im) if self.transform else im), self.samples[j][1]
+    raise CogsynthError(f"no readable image under {str(self.root)!r}")
 
 # %% ../nbs/05_data.ipynb #47f70035
 def parse_mix(spec:str, # 'dirA,dirB:0.5' or 'dirA:0.7,dirB:0.3'
@@ -276,6 +335,7 @@ def parse_mix(spec:str, # 'dirA,dirB:0.5' or 'dirA:0.7,dirB:0.3'
     elif abs(given - 1) > 1e-6: raise CogsynthError(f"shares in {spec!r} sum to {given:g}, not 1: e.g. 'dirA:0.7,dirB:0.3'")
     return out
 
+# %% ../nbs/05_data.ipynb #4fefedb9
 class MixedDataset:
     "Several datasets over the union of their classes (sorted); `shares` say how much of an epoch each gives."
     def __init__(self, datasets:Sequence,              # datasets with .classes and .targets
@@ -296,6 +356,7 @@ class MixedDataset:
         x, y = self.datasets[k][i - self.offsets[k]]
         return x, self._maps[k][y]
 
+# %% ../nbs/05_data.ipynb #77d78e75
 def _class_sort_key(c):
     return (0, int(c), "") if str(c).isdigit() else (1, 0, str(c))
 
@@ -352,6 +413,7 @@ def _read_splits(split_manifest) -> dict:
         raise CogsynthError(f"split manifest {str(split_manifest)[:80]!r} has no 'splits': expected {{'splits': {{wnid: {{'train': [...], 'test': [...]}}}}}}")
     return splits
 
+# %% ../nbs/05_data.ipynb #7f68a8a6
 def level_wnids(level_manifest, # a level manifest: a dict, a levels.json path or a preset name ('imagenet-cog')
                 level,          # a level name ('L1', case-insensitive) or number (3 or '3' for 'L3')
                ) -> list[str]:
@@ -361,6 +423,7 @@ def level_wnids(level_manifest, # a level manifest: a dict, a levels.json path o
     lv = find_level(data, level, "the level manifest" if isinstance(level_manifest, dict) else str(level_manifest))
     return [c["wnid"] if isinstance(c, dict) else str(c) for c in lv.get("concepts", [])]
 
+# %% ../nbs/05_data.ipynb #331dd4d8
 class CogDataset(ImageFolderDataset):
     "Images of CoG concepts listed in a split manifest, under `image_root`; classes are wnids."
     def __init__(self, image_root,                 # folder the split manifest's paths are relative to
@@ -395,10 +458,12 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def _to_rgb(im): return im.convert("RGB") if getattr(im, "mode", "RGB") != "RGB" else im
 
+# %% ../nbs/05_data.ipynb #a93bbff4
 def _finish(mean, std):
     import torchvision.transforms as T
     return [T.PILToTensor()] if mean is None else [T.ToTensor(), T.Normalize(mean, std)]
 
+# %% ../nbs/05_data.ipynb #0eb5bf96
 def normalize_batch(x,                 # uint8 images [B, C, H, W]
                     mean=IMAGENET_MEAN, # per-channel mean (of [0, 1] values)
                     std=IMAGENET_STD,   # per-channel std
@@ -409,10 +474,12 @@ def normalize_batch(x,                 # uint8 images [B, C, H, W]
     s = torch.tensor(std, device=x.device).view(1, -1, 1, 1) * 255
     return (x.float() - m) / s
 
+# %% ../nbs/05_data.ipynb #3586fb47
 def _scaled(px:int, img_size:int, minimum:int=8) -> int:
     "`px` (a size at 224) scaled to `img_size`."
     return px if img_size == 224 else max(minimum, int(round(px * img_size / 224)))
 
+# %% ../nbs/05_data.ipynb #508edd94
 def eval_transform(img_size:int=224,       # output side in px
                    mean=IMAGENET_MEAN,      # normalization mean; None: uint8 output
                    std=IMAGENET_STD,        # normalization std
@@ -425,6 +492,7 @@ def eval_transform(img_size:int=224,       # output side in px
     else: geo = [T.Resize(int(round(img_size * 256 / 224)), interpolation=bic, antialias=True), T.CenterCrop(img_size)]
     return T.Compose([T.Lambda(_to_rgb), *geo, *_finish(mean, std)])
 
+# %% ../nbs/05_data.ipynb #b32c6207
 def train_transform(img_size:int=224,   # output side in px
                     scale=(0.08, 1.0),   # random resized crop area range
                     flip:float=0.5,      # horizontal flip probability
@@ -437,6 +505,7 @@ def train_transform(img_size:int=224,   # output side in px
     if flip: t.append(T.RandomHorizontalFlip(flip))
     return T.Compose(t + _finish(mean, std))
 
+# %% ../nbs/05_data.ipynb #489078d7
 def mazsc_transform(img_size:int=224,   # output side in px
                     flip:float=0.5,      # horizontal flip probability
                     mean=IMAGENET_MEAN,  # normalization mean; None: uint8 output
@@ -487,6 +556,7 @@ class MultiCrop:
         return [self.global_t(im) for _ in range(self.n_global)] + [self.local_t(im) for _ in range(self.n_local)]
     def __repr__(self): return f"MultiCrop({self.n_global}x{self.img_size}px + {self.n_local}x{self.local_size}px)"
 
+# %% ../nbs/05_data.ipynb #bc41435a
 def multicrop_transform(img_size:int=224,    # global crop side in px
                         variant:str="trex",   # 'trex' or 'trex-star' (`MULTICROP_SCALES`)
                         **kwargs,             # other `MultiCrop` settings
@@ -497,6 +567,30 @@ def multicrop_transform(img_size:int=224,    # global crop side in px
     kwargs.setdefault("global_scale", g); kwargs.setdefault("local_scale", l)
     return MultiCrop(img_size, **kwargs)
 
+# %% ../nbs/05_data.ipynb #4fda4529
+CLASS_SETS = Registry("class set")
+
+def _wnid_file(name:str) -> list[str]:
+    "The wnids of a packaged file, one a line (blank lines and `#` comments skipped), checked."
+    lines = [l.split("#")[0].strip() for l in data_file(name).read_text().splitlines()]
+    wnids = [l for l in lines if l]
+    bad = [w for w in wnids if not re.fullmatch(r"n\d{8}", w)]
+    if bad or len(set(wnids)) != len(wnids): raise CogsynthError(f"{name}: not a list of distinct wnids (e.g. {bad[:3]}): reinstall cogsynth")
+    return wnids
+
+# %% ../nbs/05_data.ipynb #54faf350
+@CLASS_SETS.register("imagenet-100")
+def _imagenet_100() -> list[str]:
+    "The 100 ImageNet-1K classes of ImageNet-100 (Tian et al. 2020, CMC's imagenet100.txt), the thesis' ch. 5 subset."
+    return _wnid_file("imagenet100_wnids.txt")
+
+# %% ../nbs/05_data.ipynb #7fb1b29e
+def class_set(name:str, # a registered class set, e.g. 'imagenet-100'
+             ) -> list[str]: # its class keys (wnids), sorted, as the classes of a folder are
+    "The class keys of the named class set; an unknown name raises, naming the closest one."
+    entry = CLASS_SETS[name]
+    return sorted(entry() if callable(entry) else entry)
+
 # %% ../nbs/05_data.ipynb #0b485f6a
 class DatasetEntry(NamedTuple):
     "A registered dataset: its builder, the defaults of a run on it, and how to check its spec argument."
@@ -506,30 +600,34 @@ class DatasetEntry(NamedTuple):
     check_arg: Callable|None # check_arg(arg) raises CogsynthError for a malformed argument
     doc: str
 
-DATASETS: dict[str, DatasetEntry] = {}
+DATASETS = Registry("dataset")
 
+# %% ../nbs/05_data.ipynb #6a27935a
 def register_dataset(name:str,                   # the name specs use, e.g. 'digits'
                      builder:Callable|None=None, # builder(arg, split, *, img_size, transform); None: use as a decorator
                      *, defaults:dict|None=None, # run settings for this dataset (img_size, model, batch_size, flip, epochs, val_split)
                      check_arg:Callable|None=None, # validates the spec argument (the text after 'name:')
                      doc:str|None=None):         # one line for listings (default: the builder's docstring)
-    "Register a dataset builder under `name` (also as a decorator); returns the builder."
+    "Register a dataset builder under `name` in `DATASETS` (also as a decorator); returns the builder."
     if not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
         raise CogsynthError(f"dataset name {name!r}: use lower-case letters, digits, '-' and '_' (no ':', ',' or '/', which specs use)")
     def deco(fn):
-        DATASETS[name] = DatasetEntry(name, fn, dict(defaults or {}), check_arg, doc or (fn.__doc__ or "").strip().split("\n")[0])
+        line = doc or (fn.__doc__ or "").strip().split("\n")[0]
+        DATASETS.register(name, DatasetEntry(name, fn, dict(defaults or {}), check_arg, line), doc=line, replace=True)
         return fn
     return deco(builder) if builder is not None else deco
 
+# %% ../nbs/05_data.ipynb #0a227b0e
 def list_datasets(pattern:str="*", # a shell-style wildcard, e.g. 'dig*'
                  ) -> list[str]:
     "Registered dataset names matching `pattern`, sorted."
-    return sorted(fnmatch.filter(DATASETS, pattern))
+    return sorted(DATASETS.list(pattern))
 
+# %% ../nbs/05_data.ipynb #972a5440
 def dataset_entry(name:str, # a registered dataset name
                  ) -> DatasetEntry:
     "The registry entry of dataset `name`; an unknown name is an error naming the close ones."
-    return DATASETS[check_choice("dataset", name, list_datasets())]
+    return DATASETS[name]
 
 # %% ../nbs/05_data.ipynb #7f3fb03d
 @register_dataset("digits", check_arg=lambda arg: digits_classes(arg or "all"),
@@ -543,13 +641,16 @@ class DatasetSpec(NamedTuple):
     "One part of a dataset spec."
     kind: str          # 'registered', 'level' or 'folder'
     source: str        # the registered name, the level manifest (preset or path) or the folder
-    arg: str|None      # the registered dataset's argument, or the level's name; None for folders
+    arg: str|None      # the registered dataset's argument, the level's name, or the class set or level a folder is restricted to
     share: float       # share of an epoch's samples (1.0 for a single source)
 
+# %% ../nbs/05_data.ipynb #038ad198
 def _is_level(spec:str) -> bool:
+    "Whether `spec` is a level spec, `MANIFEST:LEVEL`."
     from cogsynth.levels import is_level_spec
     return is_level_spec(spec)
 
+# %% ../nbs/05_data.ipynb #abcbb867
 def _registered(spec:str, text:str) -> DatasetSpec:
     name, sep, arg = text.partition(":")
     entry = DATASETS[name]
@@ -559,6 +660,16 @@ def _registered(spec:str, text:str) -> DatasetSpec:
         except CogsynthError as e: raise CogsynthError(f"dataset spec {spec!r}: {e}") from None
     return DatasetSpec("registered", name, arg.strip() if sep else None, 1.0)
 
+# %% ../nbs/05_data.ipynb #b465918d
+def _restricted_folder(spec, text:str) -> DatasetSpec|None:
+    "The part of `DIR:CLASSES`, CLASSES a named class set or a level spec; None for any other spec."
+    for k in (k for k, ch in enumerate(text) if ch == ":" and k):
+        head, tail = text[:k].strip(), text[k + 1:].strip()
+        if not (tail in CLASS_SETS or _is_level(tail)): continue
+        if "," in head: raise CogsynthError(f"dataset spec {spec!r}: a class set or level restricts one folder ('DIR:{tail}'), not a mix")
+        return DatasetSpec("folder", head, tail, 1.0)
+    return None
+
 # %% ../nbs/05_data.ipynb #ba1810fa
 def parse_dataset_spec(spec:str, # e.g. 'digits:0,1,2', 'imagenet-cog:L1', 'DIR' or 'DIR1,DIR2:0.3'
                       ) -> list[DatasetSpec]:
@@ -566,6 +677,7 @@ def parse_dataset_spec(spec:str, # e.g. 'digits:0,1,2', 'imagenet-cog:L1', 'DIR'
     text = str(spec).strip()
     if not text: raise CogsynthError(f"empty dataset spec {spec!r}: pass a registered dataset ({', '.join(list_datasets())}), a folder, or 'dirA,dirB:0.5'")
     if text.partition(":")[0] in DATASETS: return [_registered(spec, text)]
+    if (restricted := _restricted_folder(spec, text)) is not None: return [restricted]
     if _is_level(text):
         head, _, level = text.rpartition(":")
         return [DatasetSpec("level", head, level.strip(), 1.0)]
@@ -576,6 +688,7 @@ def parse_dataset_spec(spec:str, # e.g. 'digits:0,1,2', 'imagenet-cog:L1', 'DIR'
                                 f"DIR, then :SHARE; pass the classes separately (classes=, --classes)")
     return [DatasetSpec("registered" if path in DATASETS else "folder", path, None, share) for path, share in parse_mix(text)]
 
+# %% ../nbs/05_data.ipynb #c19e2fc5
 def _is_share(text:str) -> bool:
     try: float(text); return True
     except ValueError: return False
@@ -594,6 +707,16 @@ def split_dir(spec_or_root,           # a folder, or a folder spec with a `{spli
     if (p/split).is_dir(): return p/split
     return p if whole_ok else None
 
+# %% ../nbs/05_data.ipynb #4eda07d5
+def class_keys(spec:str, # a named class set ('imagenet-100') or a level spec ('imagenet-cog:L1', 'PATH/levels.json:L3')
+              ) -> list[str]: # the class keys (wnids), sorted
+    "The class keys a class set or a level names: what `DIR:CLASSES` restricts a folder to (and a test set's class filter)."
+    if spec in CLASS_SETS: return class_set(spec)
+    from cogsynth.levels import resolve_level_spec
+    if _is_level(spec): return resolve_level_spec(spec)[0]
+    raise CogsynthError(f"classes {spec!r} are neither a named class set ({CLASS_SETS.help()}) nor a level spec such as 'imagenet-cog:L1'")
+
+# %% ../nbs/05_data.ipynb #7b776501
 def _part_dataset(spec, part:DatasetSpec, split, *, classes, img_size, transform, class_names, on_error, check, image_root, splits):
     if part.kind == "registered":
         entry = DATASETS[part.source]
@@ -604,8 +727,9 @@ def _part_dataset(spec, part:DatasetSpec, split, *, classes, img_size, transform
         return entry.builder(arg, split, img_size=img_size or entry.defaults.get("img_size", 224), transform=transform)
     if part.kind == "level":
         if image_root is None or splits is None:
-            raise CogsynthError(f"level spec {spec!r} needs image_root= (the images' folder) and splits= (a split manifest such as "
-                                "`cogsynth levels --cog-splits FILE.pkl` writes): pass both (--image-root, --splits)")
+            raise CogsynthError(f"level spec {spec!r} names concepts, not images: write the spec as 'DIR:{spec}', DIR a folder with one "
+                                "sub-folder of images per wnid (DIR/train and DIR/test when it has splits); or, from Python, pass "
+                                "image_root= and splits= (the split manifest that `cogsynth levels --cog-splits` writes)")
         from cogsynth.levels import resolve_level_spec
         wnids = resolve_level_spec(f"{part.source}:{part.arg}")[0]
         return CogDataset(image_root, splits, split, wnids=wnids, transform=transform, on_error=on_error, check=check)
@@ -614,7 +738,8 @@ def _part_dataset(spec, part:DatasetSpec, split, *, classes, img_size, transform
         close = difflib.get_close_matches(part.source, list_datasets(), n=1)
         raise CogsynthError(f"data folder {str(root)!r} (in dataset spec {spec!r}) does not exist: pass a registered dataset ({', '.join(list_datasets())}), "
                             "a folder of class subfolders, or 'dirA,dirB:0.5'" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return ImageFolderDataset(root, classes=class_names, transform=transform, on_error=on_error, check=check)
+    return ImageFolderDataset(root, classes=class_names, transform=transform, on_error=on_error, check=check,
+                              include=class_keys(part.arg) if part.arg else None)
 
 # %% ../nbs/05_data.ipynb #896b8fc7
 def dataset_from_spec(spec,                     # a dataset spec (see `parse_dataset_spec`), or a dataset, returned as is
@@ -635,12 +760,14 @@ def dataset_from_spec(spec,                     # a dataset spec (see `parse_dat
     sets = [_part_dataset(str(spec), p, split, **kw) for p in parts]
     return sets[0] if len(sets) == 1 else MixedDataset(sets, [p.share for p in parts])
 
+# %% ../nbs/05_data.ipynb #50a25e50
 def _part_defaults(part:DatasetSpec) -> dict:
     "The run settings one part brings: a registered dataset's defaults; `val_split='test'` for a level or a folder with a test split."
     if part.kind == "registered": return dict(DATASETS[part.source].defaults)
     if part.kind == "level" or split_dir(part.source, "test", whole_ok=False) is not None: return {"val_split": "test"}
     return {}
 
+# %% ../nbs/05_data.ipynb #762af4b9
 def dataset_defaults(spec, # a dataset spec or a dataset
                     ) -> dict:
     "The run settings of `spec`: a registered dataset's defaults; for a mix those no two parts disagree on; {} for plain folders."
@@ -653,6 +780,7 @@ def dataset_defaults(spec, # a dataset spec or a dataset
     if any(d.get("val_split") != "test" for d in parts): out.pop("val_split", None)   # every part must have a test split
     return out
 
+# %% ../nbs/05_data.ipynb #69bb4aa7
 def make_dataset(spec,                    # a dataset spec, or a dataset
                  split:str="train",       # 'train' or 'test'
                  *, classes="all",        # as in `dataset_from_spec`

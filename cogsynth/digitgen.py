@@ -6,20 +6,21 @@ Docs: https://cogsynth.github.io/cogsynth/digitgen.html.md"""
 
 # %% ../nbs/12_digitgen.ipynb #8cbced0d
 from __future__ import annotations
-import copy, hashlib, json, math, os, shutil, tempfile, time
+import copy, shutil, tempfile, time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .core import (CogsynthError, FileLock, atomic_write, cogsynth_home, derive_seed, ensure_dir, environment_info,
+from . import runs
+from .core import (CogsynthError, atomic_write, cogsynth_home, derive_seed, ensure_dir, environment_info,
                            get_device, get_logger, progress, read_json, seed_everything, write_json)
 
 # %% auto #0
 __all__ = ['DIGIT_WORDS', 'DIGIT_PHRASINGS', 'DIGITGEN_ARCH', 'DIGITGEN_DEFAULTS', 'DIGITGEN_SMOKE', 'DIGITGEN_FORMAT',
-           'digit_prompts', 'digit_class_names', 'build_digit_pipeline', 'count_params', 'digitgen_params',
-           'digitgen_key', 'real_digit_images', 'train_digit_generator', 'load_digit_generator', 'sample_digits',
-           'nearest_distances', 'copy_check']
+           'DIGITGEN_POLICIES', 'digit_prompts', 'digit_class_names', 'build_digit_pipeline', 'count_params',
+           'digitgen_params', 'digitgen_identity', 'digitgen_key', 'real_digit_images', 'train_digit_generator',
+           'load_digit_generator', 'sample_digits', 'nearest_distances', 'copy_check']
 
 # %% ../nbs/12_digitgen.ipynb #aa3d0038
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -36,6 +37,7 @@ def digit_prompts(digit:int, # the digit, 0-9
     if not isinstance(digit, (int, np.integer)) or not 0 <= digit <= 9: raise CogsynthError(f"digit {digit!r} is not in 0-9: pass an int between 0 and 9")
     return [p.format(name=DIGIT_WORDS[digit], digit=int(digit)) for p in phrasings]
 
+# %% ../nbs/12_digitgen.ipynb #867daf99
 def digit_class_names(classes="all", # a digits class split ('all', 'seen', ...) or a list of digits
                      ) -> dict[str, str]: # folder key -> class name
     "Class descriptions for `cogsynth.prompts.make_plan`: folder key `'7'` -> name `'seven'`."
@@ -44,7 +46,7 @@ def digit_class_names(classes="all", # a digits class split ('all', 'seen', ...)
 
 # %% ../nbs/12_digitgen.ipynb #c1b3d4d3
 DIGITGEN_ARCH = dict(vae_channels=(32, 64), latent_channels=4, unet_channels=(32, 64), text_dim=64, text_layers=2,
-                     text_heads=2, max_length=77)
+                     text_heads=2, max_length=40)
 
 def _sd_scheduler(kind:str="dpm++"): # 'dpm++' (sampling) or 'ddpm' (the training noise schedule)
     "A scheduler on Stable Diffusion's betas (`scaled_linear`, 0.00085-0.012)."
@@ -53,6 +55,7 @@ def _sd_scheduler(kind:str="dpm++"): # 'dpm++' (sampling) or 'ddpm' (the trainin
     if kind == "ddpm": return DDPMScheduler(clip_sample=False, **kw)
     return DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", **kw)
 
+# %% ../nbs/12_digitgen.ipynb #0ff1aa3e
 def build_digit_pipeline(size:int=16, # image size in px, a multiple of 8
                          seed:int=0, # seed of the random initialization
                          arch:dict|None=None, # overrides of `DIGITGEN_ARCH`
@@ -81,10 +84,16 @@ def build_digit_pipeline(size:int=16, # image size in px, a multiple of 8
     return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=_sd_scheduler(),
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
+# %% ../nbs/12_digitgen.ipynb #4d26e65a
 def count_params(module, # a torch module
                 ) -> int:
     "Number of parameters of a torch module."
     return sum(p.numel() for p in module.parameters())
+
+# %% ../nbs/12_digitgen.ipynb #b784b5f3
+def _tokens(text:str) -> int:
+    "Tokens of `text` for the byte-level tokenizer without merges: one per byte of each word, plus start and end."
+    return sum(len(w.encode()) for w in text.split()) + 2
 
 # %% ../nbs/12_digitgen.ipynb #7c249952
 DIGITGEN_DEFAULTS = dict(classes="all", size=16, vae_steps=300, unet_steps=1600, batch_size=64, vae_lr=2e-3, lr=1e-3,
@@ -111,14 +120,23 @@ def digitgen_params(smoke:bool=False, # seconds-scale settings (`DIGITGEN_SMOKE`
     if not p["phrasings"] or any("{name}" not in t and "{digit}" not in t for t in p["phrasings"]):
         raise CogsynthError(f"phrasings {p['phrasings']!r}: give templates that contain {{name}} or {{digit}}")
     p["phrasings"] = tuple(p["phrasings"])
+    if long := [t for t in p["phrasings"] if max(_tokens(x) for x in digit_prompts(8, (t,)) + digit_prompts(7, (t,))) > DIGITGEN_ARCH["max_length"]]:
+        raise CogsynthError(f"phrasings {long[:2]} take more than the text encoder's {DIGITGEN_ARCH['max_length']} tokens (one a character, "
+                            "plus start and end): shorten them")
     return p
 
+# %% ../nbs/12_digitgen.ipynb #7ecf851b
+def digitgen_identity(params:dict, # checked parameters, from `digitgen_params`
+                     ) -> dict:
+    "What determines a trained generator (`cogsynth.runs.identity`): the format, the architecture and the parameters."
+    return runs.identity(format=DIGITGEN_FORMAT, arch=DIGITGEN_ARCH, params=params)
+
+# %% ../nbs/12_digitgen.ipynb #92ad09f6
 def digitgen_key(params:dict, # checked parameters, from `digitgen_params`
                 ) -> str: # 'digitgen-<classes>-<size>px-<hash>'
-    "A short hash of the parameters and the architecture (the cache folder's name)."
-    blob = json.dumps({"format": DIGITGEN_FORMAT, "arch": DIGITGEN_ARCH, "params": params}, sort_keys=True, default=list)
+    "The cache folder's name: the classes, the size and a short digest of the generator's identity."
     classes = params["classes"] if isinstance(params["classes"], str) else "".join(map(str, params["classes"]))
-    return f"digitgen-{classes}-{params['size']}px-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+    return f"digitgen-{classes}-{params['size']}px-{runs.digest(digitgen_identity(params), 10)}"
 
 # %% ../nbs/12_digitgen.ipynb #33ae4a82
 def real_digit_images(split:str="train", # 'train', 'test' or 'all' (the shared digits split)
@@ -130,14 +148,35 @@ def real_digit_images(split:str="train", # 'train', 'test' or 'all' (the shared 
     ds = DigitsDataset(split, classes, size=size)
     return np.stack([np.asarray(ds[i][0]) for i in range(len(ds))]), np.asarray(ds.targets)
 
+# %% ../nbs/12_digitgen.ipynb #06af8dda
 def _digits_tensor(classes, size:int):
     "The training digits as float [N, 1, size, size] in [-1, 1] and their labels."
     import torch
     x, y = real_digit_images("train", classes, size)
     return torch.from_numpy(x.astype(np.float32))[:, None] / 127.5 - 1, torch.from_numpy(y)
 
+# %% ../nbs/12_digitgen.ipynb #9356f309
+class _Progress:
+    "One bar over both training stages; its ETA is the average rate since the start; a log line every 10%."
+    def __init__(self, total:int, log, done:int=0):
+        self.bar = progress(total=total, initial=done, desc="digit generator", unit="step", smoothing=0, leave=False)
+        self.total, self.done, self.first, self.t0, self.log = total, done, done, time.time(), log
+        self.next = (10 * done // total + 1) * total // 10
+    def step(self, stage:str):
+        self.done += 1; self.bar.update(1)
+        if self.done < self.next: return
+        self.next = (10 * self.done // self.total + 1) * self.total // 10
+        spent = time.time() - self.t0; left = spent / (self.done - self.first) * (self.total - self.done)
+        self.log.info("digitgen: %d%% (%s step %d of %d), %.0f s so far, about %.0f s left at the average rate so far",
+                      100 * self.done // self.total, stage, self.done, self.total, spent, left)
+    def skip(self, n:int):
+        "Count `n` steps done by an earlier run (they do not enter the rate)."
+        self.done += n; self.first += n; self.bar.update(n)
+        self.next = (10 * self.done // self.total + 1) * self.total // 10
+    def close(self): self.bar.close()
+
 # %% ../nbs/12_digitgen.ipynb #6655a883
-def _train_vae(vae, x, p, g, dev):
+def _train_vae(vae, x, p, g, dev, bar:_Progress):
     "Train `vae` on `x` for `p['vae_steps']` steps (AdamW, warmup + cosine); returns the loss curve."
     import torch
     from diffusers.optimization import get_cosine_schedule_with_warmup
@@ -145,17 +184,18 @@ def _train_vae(vae, x, p, g, dev):
     sched = get_cosine_schedule_with_warmup(opt, max(1, int(p["warmup"] * p["vae_steps"])), p["vae_steps"])
     curve, run = [], []
     vae.train()
-    for s in progress(range(p["vae_steps"]), desc="vae", leave=False):
+    for s in range(p["vae_steps"]):
         xb = x[torch.randint(0, len(x), (p["batch_size"],), generator=g)].to(dev)
         post = vae.encode(xb).latent_dist
         rec = (vae.decode(post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(dev)).sample - xb).pow(2).mean()
         loss = rec + 1e-4 * post.kl().mean() / xb[0].numel()
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
-        run.append(rec.item())
+        run.append(rec.item()); bar.step("VAE")
         if (s + 1) % 25 == 0 or s + 1 == p["vae_steps"]: curve.append([s + 1, float(np.mean(run))]); run = []
     vae.eval().requires_grad_(False)
     return curve
 
+# %% ../nbs/12_digitgen.ipynb #b40f4a44
 def _encode(vae, x, dev):
     "Posterior means and standard deviations of the VAE latents of `x` (batches of 512, no gradients)."
     import torch
@@ -164,7 +204,7 @@ def _encode(vae, x, dev):
         return torch.cat([q.mean for q in post]), torch.cat([q.std for q in post])
 
 # %% ../nbs/12_digitgen.ipynb #402058b6
-def _vae_stage(pipe, x, p, g, dev, work:Path, t0:float):
+def _vae_stage(pipe, x, p, g, dev, work:Path, t0:float, bar:_Progress):
     "Stage 1: train `pipe.vae` (or reload it from `work`) and set its latent scale; returns (latent means, stds, stage record)."
     import torch
     if (work/"vae"/"config.json").exists() and (work/"vae_stage.json").exists():
@@ -172,8 +212,9 @@ def _vae_stage(pipe, x, p, g, dev, work:Path, t0:float):
         pipe.vae = AutoencoderKL.from_pretrained(work/"vae").requires_grad_(False)
         vae_meta = read_json(work/"vae_stage.json"); g.set_state(torch.tensor(vae_meta["rng"], dtype=torch.uint8))
         z_mean, z_std = _encode(pipe.vae.to(dev), x, dev)
+        bar.skip(p["vae_steps"])                       # done by an earlier run
         return z_mean, z_std, vae_meta
-    vae_curve = _train_vae(pipe.vae.to(dev), x, p, g, dev)
+    vae_curve = _train_vae(pipe.vae.to(dev), x, p, g, dev, bar)
     z_mean, z_std = _encode(pipe.vae, x, dev)          # encoded once: the scale, the reconstruction and stage 2 use it
     with torch.no_grad():
         recon = float(torch.cat([pipe.vae.decode(m).sample for m in z_mean.split(512)]).sub(x.to(dev)).pow(2).mean())
@@ -192,6 +233,7 @@ def _prompt_ids(tok, phrasings, classes, dev):
     ids = tok(sum(prompts, []) + [""], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
     return ids[-1].to(dev), ids[:-1].view(10, len(phrasings), -1).to(dev)
 
+# %% ../nbs/12_digitgen.ipynb #6b2458f0
 def _unet_state(pipe, p, dev) -> dict:
     "UNet and text encoder on `dev`, AdamW with warmup + cosine over both, and frozen EMA copies."
     import torch
@@ -203,10 +245,12 @@ def _unet_state(pipe, p, dev) -> dict:
     return dict(unet=unet, te=te, params=params, opt=opt, sched=sched,
                 ema_unet=copy.deepcopy(unet).requires_grad_(False), ema_te=copy.deepcopy(te).requires_grad_(False))
 
+# %% ../nbs/12_digitgen.ipynb #a36238ab
 def _ckpt_save(path, **state):
     import torch
     with atomic_write(path, "wb") as f: torch.save(state, f)
 
+# %% ../nbs/12_digitgen.ipynb #cf7c2b0a
 def _restore_unet(ckpt:Path, st:dict, g, dev, log, total:int) -> tuple[int, list]:
     "Load a stage-2 checkpoint into `st` and `g` if there is one: (first step, loss curve so far)."
     import torch
@@ -242,7 +286,7 @@ def _unet_step(st:dict, p:dict, g, dev, s:int) -> float:
     return loss.item()
 
 # %% ../nbs/12_digitgen.ipynb #4da073b1
-def _train_unet(pipe, z_mean, z_std, y, p, g, dev, work, log, ckpt_every:int=200):
+def _train_unet(pipe, z_mean, z_std, y, p, g, dev, work, log, bar:_Progress, ckpt_every:int=200):
     "Stage 2 (resumable): the UNet and text encoder on the VAE's latents; their EMA weights replace `pipe`'s; the loss curve."
     st = _unet_state(pipe, p, dev)
     classes = sorted(set(y.tolist()))
@@ -253,8 +297,9 @@ def _train_unet(pipe, z_mean, z_std, y, p, g, dev, work, log, ckpt_every:int=200
     ckpt = work/"unet_state.pt"
     start, curve = _restore_unet(ckpt, st, g, dev, log, p["unet_steps"])
     st["unet"].train(); st["te"].train(); run = []
-    for s in progress(range(start, p["unet_steps"]), desc="unet", leave=False, initial=start, total=p["unet_steps"]):
-        run.append(_unet_step(st, p, g, dev, s))
+    bar.skip(start)                                      # done by an earlier run
+    for s in range(start, p["unet_steps"]):
+        run.append(_unet_step(st, p, g, dev, s)); bar.step("UNet")
         if (s + 1) % 25 == 0 or s + 1 == p["unet_steps"]: curve.append([s + 1, float(np.mean(run))]); run = []
         if (s + 1) % ckpt_every == 0 and s + 1 < p["unet_steps"]:
             _ckpt_save(ckpt, **{k: st[k].state_dict() for k in _UNET_STATE}, rng=g.get_state(), step=s + 1, curve=curve)
@@ -262,66 +307,80 @@ def _train_unet(pipe, z_mean, z_std, y, p, g, dev, work, log, ckpt_every:int=200
     return curve
 
 # %% ../nbs/12_digitgen.ipynb #ca90d102
-def _cached(path:Path, params:dict) -> bool:
-    meta = path/"digitgen.json"
-    return (path/"model_index.json").exists() and meta.exists() and read_json(meta).get("key") == digitgen_key(params)
+DIGITGEN_POLICIES = ("refuse", "replace", "recompute")
 
+def _stored_identity(out:Path) -> dict|None:
+    "The identity of the generator in `out`: None when it holds none, `{}` when its record is unreadable."
+    if not (out/"model_index.json").exists(): return None
+    try: meta = read_json(out/"digitgen.json")
+    except (OSError, ValueError): return {}
+    if not isinstance(meta, dict): return {}
+    return meta.get("identity") or runs.identity(format=meta.get("format"), arch=meta.get("arch"), params=meta.get("params"))
+
+# %% ../nbs/12_digitgen.ipynb #8b1a19a2
+def _decide(out:Path, ident:dict, on_change:str) -> runs.Decision:
+    "What to do with `out` (`cogsynth.runs.decide`): 'new', 'reuse', 'replace' or 'recompute'; refuses another generator."
+    return runs.decide(_stored_identity(out), ident, where=out, on_change=on_change, allowed=DIGITGEN_POLICIES, what="a digit generator")
+
+# %% ../nbs/12_digitgen.ipynb #2c369966
+def _work_root(out:Path) -> Path:
+    "The hidden folder beside `out` that holds its lock and the unfinished training runs (one sub-folder per identity)."
+    return out.parent/f".{out.name}.work"
+
+# %% ../nbs/12_digitgen.ipynb #c3be8fc5
 def _publish(pipe, meta:dict, out:Path, work:Path):
-    "Save `pipe` with `digitgen.json` inside `work`, then rename it to `out`; an old `out` is renamed aside first and deleted last."
+    "Save `pipe` with `digitgen.json` inside `work`, then move it to `out` in one rename (`cogsynth.runs.publish`: an old `out` is set aside)."
     pipe.to("cpu")
     final = ensure_dir(work/"pipeline")
     pipe.save_pretrained(final)
     write_json(final/"digitgen.json", meta)
-    old = work/"replaced"
-    shutil.rmtree(old, ignore_errors=True)              # left by a run killed here
-    if out.exists(): os.replace(out, old)
-    os.replace(final, out)
+    if (old := runs.publish(final, out)) is not None: get_logger(__name__).info("digitgen: the previous %s was set aside as %s", out, old)
     shutil.rmtree(work, ignore_errors=True)
+
+# %% ../nbs/12_digitgen.ipynb #4be25770
+def _train(p:dict, ident:dict, work:Path, dev, log) -> tuple:
+    "Steps 3-4 of `train_digit_generator`: data, seeds, the untrained pipeline, both stages (resumable in `work`); (pipeline, record)."
+    import torch
+    seed_everything(p["seed"])
+    g = torch.Generator().manual_seed(derive_seed(p["seed"], "digitgen"))
+    t0 = time.time()
+    x, y = _digits_tensor(p["classes"], p["size"])
+    pipe = build_digit_pipeline(p["size"], seed=p["seed"])
+    bar = _Progress(p["vae_steps"] + p["unet_steps"], log)
+    z_mean, z_std, vae_meta = _vae_stage(pipe, x, p, g, dev, work, t0, bar)                  # resumable as a whole
+    t1 = time.time()
+    unet_curve = _train_unet(pipe, z_mean, z_std, y, p, g, dev, work, log, bar); bar.close()   # checkpointed every 200 steps
+    meta = dict(format=DIGITGEN_FORMAT, key=digitgen_key(p), identity=ident, params=p, arch=DIGITGEN_ARCH, device=str(dev),
+                seconds={"vae": vae_meta["seconds"], "unet": round(time.time() - t1, 1)}, total_seconds=round(time.time() - t0, 1),
+                torch_threads=torch.get_num_threads(), vae_recon_mse=vae_meta["recon_mse"], vae_curve=vae_meta["curve"],
+                unet_curve=unet_curve, scaling_factor=pipe.vae.config.scaling_factor, train_images=int(len(y)), classes=sorted(set(y.tolist())),
+                params_count={k: count_params(getattr(pipe, k)) for k in ("vae", "unet", "text_encoder")}, environment=environment_info())
+    return pipe, meta
 
 # %% ../nbs/12_digitgen.ipynb #8d46bb86
 def train_digit_generator(out_dir=None, # the pipeline folder (default: `<models_dir>/<digitgen_key(params)>`)
                           smoke:bool=False, # seconds-scale settings that exercise every code path (noise images)
                           device="auto", # training device
-                          force:bool=False, # retrain even if a generator with these parameters is cached
+                          on_change:str="refuse", # `out_dir` holds another generator: 'refuse', 'replace' (set it aside), 'recompute' (retrain even the same)
+                          force:bool=False, # deprecated: on_change='recompute'
                           models_dir=None, # cache folder when `out_dir` is not given (default `$COGSYNTH_HOME/models`)
                           **params, # overrides of `DIGITGEN_DEFAULTS`
                          ) -> Path: # the `save_pretrained` folder
     "Train (or find cached) a digit text-to-image pipeline; returns its `save_pretrained` folder."
-    import torch
-    # 1. parameters, cache key, the cached generator
-    p = digitgen_params(smoke, **params)
-    key = digitgen_key(p)
-    out = Path(out_dir).expanduser() if out_dir is not None else Path(models_dir or cogsynth_home()/"models").expanduser()/key
-    log = get_logger(__name__)
-    if _cached(out, p) and not force:
+    p = digitgen_params(smoke, **params)                                                   # 1. parameters, identity, folder
+    on_change = runs.policy(on_change, DIGITGEN_POLICIES, force=("recompute", force))
+    ident, log = digitgen_identity(p), get_logger(__name__)
+    out = Path(out_dir).expanduser() if out_dir is not None else Path(models_dir or cogsynth_home()/"models").expanduser()/digitgen_key(p)
+    if _decide(out, ident, on_change).action == "reuse":                                   # 2. the cached generator
         log.info("digitgen: using the cached generator %s", out); return out
-    if out.exists() and (out/"model_index.json").exists() and not force and out_dir is not None:
-        raise CogsynthError(f"{str(out)!r} holds another pipeline (other parameters): pass force=True to replace it, or another out_dir")
-    # 2. data, seeds, the untrained pipeline: one trainer per folder (a sweep's workers on a cold cache wait, then find it)
-    dev = get_device(device)
     ensure_dir(out.parent, "generator folder", "set COGSYNTH_HOME or pass a writable out_dir")
-    with FileLock(out.parent/f".{out.name}.lock", timeout=None):
-        if _cached(out, p) and not force:
+    with runs.folder_lock(_work_root(out), wait=None, what=f"the digit generator {out.name}"):   # 3. one trainer per folder
+        if _decide(out, ident, on_change).action == "reuse":                              # a sweep's worker: trained meanwhile
             log.info("digitgen: using the generator %s, trained meanwhile by another process", out); return out
-        work = ensure_dir(out.parent/f".{out.name}.partial")
-        seed_everything(p["seed"])
-        g = torch.Generator().manual_seed(derive_seed(p["seed"], "digitgen"))
-        t0 = time.time()
-        x, y = _digits_tensor(p["classes"], p["size"])
-        pipe = build_digit_pipeline(p["size"], seed=p["seed"])
-        # 3. the VAE (resumable as a whole), 4. the UNet and the text encoder (checkpointed every 200 steps)
-        z_mean, z_std, vae_meta = _vae_stage(pipe, x, p, g, dev, work, t0)
-        t1 = time.time()
-        unet_curve = _train_unet(pipe, z_mean, z_std, y, p, g, dev, work, log)
-        times = {"vae": vae_meta["seconds"], "unet": round(time.time() - t1, 1)}
-        # 5. save with its record, move into place
-        meta = dict(format=DIGITGEN_FORMAT, key=key, params=p, arch=DIGITGEN_ARCH, device=str(dev), seconds=times,
-                    total_seconds=round(time.time() - t0, 1), vae_recon_mse=vae_meta["recon_mse"], vae_curve=vae_meta["curve"],
-                    unet_curve=unet_curve, scaling_factor=pipe.vae.config.scaling_factor, train_images=int(len(y)),
-                    classes=sorted(set(y.tolist())), params_count={k: count_params(getattr(pipe, k)) for k in ("vae", "unet", "text_encoder")},
-                    environment=environment_info())
-        _publish(pipe, meta, out, work)
-    log.info("digitgen: trained %s in %.0f s (VAE %.0f s, UNet %.0f s)", out, meta["total_seconds"], times["vae"], times["unet"])
+        work = ensure_dir(_work_root(out)/runs.digest(ident, 12))
+        pipe, meta = _train(p, ident, work, get_device(device), log)                       # 4. the VAE, then the UNet
+        _publish(pipe, meta, out, work)                                                     # 5. into place, in one rename
+    log.info("digitgen: trained %s in %.0f s (VAE %.0f s, UNet %.0f s)", out, meta["total_seconds"], *meta["seconds"].values())
     return out
 
 # %% ../nbs/12_digitgen.ipynb #b1a79885
@@ -340,6 +399,7 @@ def load_digit_generator(path, # a folder written by `train_digit_generator`
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
+# %% ../nbs/12_digitgen.ipynb #01ecfe72
 def sample_digits(pipe, # a digit pipeline (`load_digit_generator`)
                   digits:Sequence[int]=range(10), # the digits to draw
                   *,
@@ -379,6 +439,7 @@ def nearest_distances(queries:np.ndarray, # images [N, H, W], uint8 scale
     if q.shape[1] != r.shape[1]: raise CogsynthError(f"image sizes differ: queries {tuple(queries.shape[1:])}, references {tuple(references.shape[1:])}: compare images of one size")
     return torch.cat([torch.cdist(qc, r).min(1).values for qc in q.split(chunk)]).numpy()
 
+# %% ../nbs/12_digitgen.ipynb #4cb41b5d
 def copy_check(generated:np.ndarray, # generated images [N, H, W]
                train_images:np.ndarray, # the generator's training images
                test_images:np.ndarray, # real images the generator never saw

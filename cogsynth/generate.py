@@ -6,25 +6,29 @@ Docs: https://cogsynth.github.io/cogsynth/generate.html.md"""
 
 # %% ../nbs/04_generate.ipynb #21016927
 from __future__ import annotations
-import contextlib, json, os, time
+import contextlib, difflib, functools, json, os, re, time, warnings
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import fcntl, socket, uuid
-from .core import (CogsynthError, FileLock, JsonlManifest, atomic_write, barrier, check_choice, check_precision,
+from . import runs
+from .core import (CogsynthError, JsonlManifest, atomic_write, barrier, check_choice, check_precision,
                            clean_stale_temps, dist_info, ensure_dir, environment_info, get_logger,
                            init_distributed, markdown_table, precision_dtype, progress, rank_device, read_json, write_json)
+from .manifests import SCHEMA, manifest_files, manifest_meta, read_manifest
 from .prompts import Job, describe_classes, make_plan, parse_size, plan_families, read_classes
 from PIL import Image
 
 # %% auto #0
-__all__ = ['SD_SCHEDULER', 'SCHEDULERS', 'SCHEMA', 'write_byte_tokenizer', 'tiny_pipeline', 'scheduler_name', 'set_scheduler',
-           'pipeline_dtype', 'dtype_kwarg', 'check_model', 'native_size', 'load_pipeline', 'manifest_files',
-           'read_manifest', 'manifest_meta', 'shard_info', 'Run', 'check_run', 'job_identity', 'plan_identity',
-           'plan_differences', 'describe_differences', 'check_plan', 'pending_jobs', 'generate_batch', 'record_batch',
-           'generate', 'contact_sheet', 'summarize', 'cli_generate_args', 'cli_generate']
+__all__ = ['SD_SCHEDULER', 'SCHEDULERS', 'PLAN_POLICIES', 'write_byte_tokenizer', 'tiny_pipeline', 'scheduler_name',
+           'set_scheduler', 'pipeline_dtype', 'dtype_kwarg', 'hub_offline', 'check_hub_id', 'check_model',
+           'native_size', 'load_pipeline', 'shard_info', 'Run', 'check_run', 'job_identity', 'plan_identity',
+           'recorded_identity', 'plan_differences', 'check_plan', 'describe_differences', 'pending_jobs',
+           'generate_batch', 'record_batch', 'generate', 'contact_sheet', 'summarize', 'cli_generate_args',
+           'check_class_names', 'cli_generate', 'SCHEMA', 'manifest_files', 'read_manifest', 'manifest_meta']
 
 # %% ../nbs/04_generate.ipynb #15c3be56
 def _byte_symbols() -> list[str]:
@@ -35,6 +39,7 @@ def _byte_symbols() -> list[str]:
         if b not in bs: bs.append(b); cs.append(256 + n); n += 1
     return [chr(c) for _, c in sorted(zip(bs, cs))]
 
+# %% ../nbs/04_generate.ipynb #122da6d7
 def write_byte_tokenizer(folder, # where to write vocab.json, merges.txt and tokenizer_config.json
                         ) -> Path:
     "Write a byte-level CLIP tokenizer (vocab.json, merges.txt, tokenizer_config.json) into `folder`."
@@ -97,6 +102,7 @@ def scheduler_name(name:str, # a `SCHEDULERS` name or alias, any case ("DPM-Solv
     key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
     return check_choice("scheduler", _ALIASES.get(key, key), list(SCHEDULERS))
 
+# %% ../nbs/04_generate.ipynb #64e9d51e
 def set_scheduler(pipe,     # a diffusers pipeline
                   name:str, # a `SCHEDULERS` name or alias
                  ) -> str:
@@ -118,23 +124,71 @@ def pipeline_dtype(precision="auto", # auto (fp16 on CUDA, fp32 elsewhere), fp32
     if p == "auto": p = "fp16" if device is not None and torch.device(device).type == "cuda" else "fp32"
     return precision_dtype(p)
 
+# %% ../nbs/04_generate.ipynb #a729222b
 def dtype_kwarg() -> str:
     "The dtype keyword of `from_pretrained`: diffusers >= 0.42 takes `dtype=`, older versions `torch_dtype=`."
     try: from diffusers.utils.deprecation_utils import _resolve_dtype; return "dtype"
     except ImportError: return "torch_dtype"
 
+# %% ../nbs/04_generate.ipynb #04d1a5bf
+_TRUE = ("1", "on", "yes", "true")
+
+def _probe_address() -> tuple[str, int]:
+    "The host and port a hub request goes to first: the HTTPS proxy when one is set, else the hub endpoint."
+    from urllib.parse import urlsplit
+    proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy") if os.environ.get(k)), None)
+    url = proxy or os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    u = urlsplit(url if "://" in url else "http://" + url)
+    return u.hostname or "huggingface.co", u.port or (443 if u.scheme == "https" else 80)
+
+# %% ../nbs/04_generate.ipynb #d5f8232d
+@functools.lru_cache(maxsize=None)
+def hub_offline(timeout:float=3.0, # seconds for the one connection attempt
+               ) -> str|None: # why the hub cannot be reached, or None when it can
+    "Why the Hugging Face hub cannot be reached from here (`HF_HUB_OFFLINE`, else one quick connection), or None; asked once per process."
+    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(k, "").strip().lower() in _TRUE: return f"{k}={os.environ[k]} is set"
+    host, port = _probe_address()
+    pool = ThreadPoolExecutor(1)                 # the name lookup runs aside: a resolver that hangs must not hang us
+    try: pool.submit(socket.create_connection, (host, port), timeout).result(timeout + 1).close(); return None
+    except TimeoutError: return f"{host}:{port} did not answer within {timeout:g} s"
+    except OSError as e: return f"{host}:{port} cannot be reached ({e.strerror or e})"
+    finally: pool.shutdown(wait=False)
+
+# %% ../nbs/04_generate.ipynb #709b4bc1
+def _hub_cached(model:str, revision:str|None) -> bool:
+    "Whether the local Hugging Face cache holds the pipeline's `model_index.json` (no network)."
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        return isinstance(try_to_load_from_cache(model, "model_index.json", revision=revision), str)
+    except Exception: return False
+
+# %% ../nbs/04_generate.ipynb #a443bf23
+def check_hub_id(model:str, # a hub id, 'owner/name'
+                 *,
+                 revision:str|None=None, # hub revision
+                 name:str="model", # the argument's Python name, for the message
+                ) -> str: # `model`
+    "`model` when it can be loaded from here (the hub answers, or the cache holds it); else an error naming the way out."
+    why = hub_offline()
+    if why is None or _hub_cached(model, revision): return model
+    folder = model.rstrip("/").rsplit("/", 1)[-1] or "model"
+    raise CogsynthError(f"{name}={model!r} is a hub id, but the hub cannot be reached ({why}) and the local Hugging Face cache "
+                        f"has no copy: pass a local pipeline folder instead. To get one onto a machine without the network, run "
+                        f"`huggingface-cli download {model} --local-dir {folder}` on a connected machine, copy the folder over, "
+                        f"and pass {name}='./{folder}'")
+
 # %% ../nbs/04_generate.ipynb #bb7bbfb4
 def check_model(model, # a local pipeline folder or a hub id
-               ) -> str:
-    "Check that a local pipeline folder exists and holds `model_index.json`; hub ids pass through."
+                revision:str|None=None, # hub revision (a hub id is checked for this revision)
+               ) -> str: # the folder, resolved, or the hub id
+    "A local pipeline folder that exists and holds `model_index.json`, or a hub id that can be loaded from here."
     s = str(model)
     p = Path(s).expanduser()
-    looks_local = p.exists() or s.startswith((".", "/", "~")) or s.count("/") > 1 or "\\" in s
-    if looks_local:
-        if not p.exists(): raise CogsynthError(f"model path {s!r} does not exist: pass a diffusers pipeline folder (save_pretrained) or a hub id like 'CompVis/stable-diffusion-v1-4'")
-        if not (p/"model_index.json").exists(): raise CogsynthError(f"model folder {s!r} has no model_index.json: pass a folder written by pipeline.save_pretrained(...)")
-        return str(p.resolve())
-    return s
+    if not (p.exists() or s.startswith((".", "/", "~")) or s.count("/") > 1 or "\\" in s): return check_hub_id(s, revision=revision)
+    if not p.exists(): raise CogsynthError(f"model path {s!r} does not exist: pass a diffusers pipeline folder (save_pretrained) or a hub id like 'CompVis/stable-diffusion-v1-4'")
+    if not (p/"model_index.json").exists(): raise CogsynthError(f"model folder {s!r} has no model_index.json: pass a folder written by pipeline.save_pretrained(...)")
+    return str(p.resolve())
 
 # %% ../nbs/04_generate.ipynb #2d1318ad
 def _component_config(model, name:str, revision:str|None=None) -> dict | None:
@@ -143,9 +197,10 @@ def _component_config(model, name:str, revision:str|None=None) -> dict | None:
     if Path(str(model)).expanduser().is_dir(): return read_json(p) if p.is_file() else None
     try:
         from huggingface_hub import hf_hub_download
-        return read_json(hf_hub_download(str(model), f"{name}/config.json", revision=revision))
+        return read_json(hf_hub_download(str(model), f"{name}/config.json", revision=revision, local_files_only=hub_offline() is not None))
     except Exception: return None
 
+# %% ../nbs/04_generate.ipynb #b24a8caf
 def native_size(model,                  # a loaded pipeline, a local pipeline folder or a hub id
                 *, revision:str|None=None, # hub revision
                ) -> tuple[int, int]:
@@ -177,13 +232,13 @@ def load_pipeline(model,                          # a local pipeline folder or a
     "A diffusers text-to-image pipeline from a local folder or hub id, on `device`, ready to generate."
     import torch
     from diffusers import DiffusionPipeline
-    model_id = check_model(model)
+    model_id = check_model(model, revision)
     if scheduler is not None: scheduler_name(scheduler)
     device = rank_device(device); torch_dtype = pipeline_dtype(precision, device)
-    kwargs = {dtype_kwarg(): torch_dtype}
+    kwargs = {dtype_kwarg(): torch_dtype, "local_files_only": hub_offline() is not None and not Path(model_id).exists()}
     if revision: kwargs["revision"] = revision
     try:
-        index = DiffusionPipeline.load_config(model_id, revision=revision)
+        index = DiffusionPipeline.load_config(model_id, revision=revision, local_files_only=kwargs["local_files_only"])
         if not safety_checker and "safety_checker" in index: kwargs.update(safety_checker=None, requires_safety_checker=False)
         pipe = DiffusionPipeline.from_pretrained(model_id, **kwargs)
     except (OSError, ValueError) as e:
@@ -223,30 +278,7 @@ def _safety_fn(pipe, safety) -> Callable | None:
     return check
 
 # %% ../nbs/04_generate.ipynb #8a26041a
-SCHEMA = "cogsynth.generation/1"
-
-def manifest_files(out_dir, # a generation output folder
-                  ) -> list[Path]:
-    "The manifest files of an output folder: `manifest.jsonl` and the shards `manifest.rank<r>.jsonl`."
-    out = Path(out_dir)
-    return sorted(p for p in out.glob("manifest*.jsonl") if p.name == "manifest.jsonl" or p.name.startswith("manifest.rank"))
-
-def read_manifest(out_dir,               # a generation output folder
-                  check_files:bool=True, # drop records whose image file is missing (they are generated again)
-                 ) -> list[dict]:
-    "The union of all manifest shards of `out_dir`, one record per id (records whose image is missing dropped)."
-    seen, out = set(), []
-    for p in manifest_files(out_dir):
-        for r in JsonlManifest(p, SCHEMA).read():
-            if r["id"] in seen: continue
-            if check_files and not (Path(out_dir)/r["file"]).is_file(): continue
-            seen.add(r["id"]); out.append(r)
-    return out
-
-def manifest_meta(out_dir, # a generation output folder
-                 ) -> list[dict]:
-    "The header metadata of each manifest shard."
-    return [JsonlManifest(p, SCHEMA).meta for p in manifest_files(out_dir)]
+_all_ = ["SCHEMA", "manifest_files", "read_manifest", "manifest_meta"]   # from cogsynth.manifests, importable from here as before
 
 # %% ../nbs/04_generate.ipynb #c3631949
 def shard_info(rank:int|None=None,       # this process' shard; default: the environment's rank
@@ -282,10 +314,12 @@ class Run:
     @property
     def manifest_path(self) -> Path: return self.out/("manifest.jsonl" if self.world == 1 else f"manifest.rank{self.rank}.jsonl")
 
+# %% ../nbs/04_generate.ipynb #9690f203
 def _resize_spec(resize):
     if resize in (None, 0, False): return None
     return parse_size(resize, name="resize")
 
+# %% ../nbs/04_generate.ipynb #0be69bb9
 def check_run(plan:Sequence[Job],          # the jobs, from `make_plan`
               model,                      # a loaded pipeline, a local pipeline folder or a hub id
               out_dir,                    # the output folder (created)
@@ -324,6 +358,7 @@ def job_identity(j:Job, # a job of a plan
     return {"prompt": j.prompt, "negative_prompt": j.negative_prompt, "seed": j.seed, "guidance": j.guidance,
             "steps": j.steps, "generated_size": [j.width, j.height]}
 
+# %% ../nbs/04_generate.ipynb #19b9c503
 def plan_identity(run:Run,   # the checked run
                   info:dict, # the pipeline's model and scheduler (`_pipe_info`)
                  ) -> dict:
@@ -331,60 +366,71 @@ def plan_identity(run:Run,   # the checked run
     return {"model": info.get("model"), "scheduler": info.get("scheduler"), "image_format": run.fmt,
             "resize": list(run.target) if run.target else None, "sizes": sorted({f"{j.width}x{j.height}" for j in run.plan})}
 
+# %% ../nbs/04_generate.ipynb #16a77e37
 def _same(field:str, a, b) -> bool:
     "Equal values; a scheduler's class name equals the short name that builds it unchanged ('DDIMScheduler', 'ddim')."
     if field != "scheduler" or a == b: return a == b
     cls = lambda n: SCHEDULERS[n][0] if n in SCHEDULERS and not SCHEDULERS[n][1] else n
     return cls(a) == cls(b)
 
+# %% ../nbs/04_generate.ipynb #cfd94329
+_KEYS = {"seed": "image_seed", "size": "resize"}    # record field -> the name a difference is shown by (`--seed` is the base seed)
+
+def _job_now(j:Job, run:Run, model:str|None, scheduler:str|None) -> dict:
+    "What this run would record for job `j` (fields it does not know yet left out)."
+    now = job_identity(j) | {"size": list(run.target or (j.width, j.height)), "model": model, "scheduler": scheduler, "image_format": run.fmt}
+    return {k: v for k, v in now.items() if v is not None}
+
+# %% ../nbs/04_generate.ipynb #127e04ea
+def recorded_identity(records:list[dict], # the folder's manifest records (`read_manifest`)
+                      run:Run,             # the checked run (`check_run`)
+                      *, model:str|None=None,   # the model id this run records; None: not compared
+                      scheduler:str|None=None,  # the scheduler name this run records; None: not compared
+                     ) -> tuple[dict, dict, list[str]]: # (the folder's values, this plan's, the ids that differ)
+    "For every field in which recorded images differ from this plan's jobs of the same id: both values, and the images."
+    by_id, old, new, ids = {j.id: j for j in run.plan}, {}, {}, []
+    for r in records:
+        if (j := by_id.get(r["id"])) is None: continue
+        was = r | {"image_format": Path(r["file"]).suffix[1:]}
+        diff = {k: v for k, v in _job_now(j, run, model, scheduler).items() if k in was and not _same(k, was[k], v)}
+        for k, v in diff.items(): old.setdefault(_KEYS.get(k, k), was[k]); new.setdefault(_KEYS.get(k, k), v)
+        if diff: ids.append(r["id"])
+    return old, new, ids
+
+# %% ../nbs/04_generate.ipynb #e934c2a4
 def plan_differences(records:list[dict], # the folder's manifest records (`read_manifest`)
                      run:Run,             # the checked run (`check_run`)
                      *, model:str|None=None,     # the model id this run records; None: not compared
                      scheduler:str|None=None,    # the scheduler name this run records; None: not compared
-                    ) -> list[dict]:
-    "Each field in which recorded images differ from this plan's jobs: folder value, value now, images, an example id."
-    by_id, diffs = {j.id: j for j in run.plan}, {}
-    for r in records:
-        j = by_id.get(r["id"])
-        if j is None: continue
-        now = job_identity(j) | {"size": list(run.target or (j.width, j.height)), "model": model, "scheduler": scheduler}
-        was = {k: r.get(k) for k in now} | {"image_format": Path(r["file"]).suffix[1:]}
-        now["image_format"] = run.fmt
-        for k, v in now.items():
-            if v is None or (k != "image_format" and k not in r) or _same(k, was[k], v): continue
-            d = diffs.setdefault(k, {"field": k, "folder": was[k], "now": v, "images": 0, "example": r["id"]})
-            d["images"] += 1
-    return list(diffs.values())
+                    ) -> list[runs.Change]:
+    "Each field in which recorded images differ from this plan's jobs, as `cogsynth.runs.Change`s (folder value, value now)."
+    return runs.differences(*recorded_identity(records, run, model=model, scheduler=scheduler)[:2])
 
-# %% ../nbs/04_generate.ipynb #35e8c882
-_FIELD_NAMES = {"seed": "image seed", "generated_size": "size", "size": "final size (resize)", "negative_prompt": "negative prompt", "image_format": "format"}
-
-def _show(field:str, v) -> str:
-    if isinstance(v, list) and len(v) == 2: return f"{v[0]}x{v[1]}"
-    if field in ("prompt", "negative_prompt"): return repr(v if len(v) <= 60 else v[:57] + "...")
-    return str(v)
-
-def describe_differences(diffs:list[dict], # from `plan_differences`
-                        ) -> str:
-    "'guidance 7.5 in the folder, 2.0 now (6 images, e.g. cat_000000)', one clause per field."
-    return "; ".join(f"{_FIELD_NAMES.get(d['field'], d['field'])} {_show(d['field'], d['folder'])} in the folder, {_show(d['field'], d['now'])} now "
-                     f"({d['images']} image{'s' * (d['images'] != 1)}, e.g. {d['example']})" for d in diffs)
+# %% ../nbs/04_generate.ipynb #59a37f31
+PLAN_POLICIES = ("refuse", "extend")
+_EXTEND = "to keep the recorded images and generate only the missing ids with this plan"
 
 def check_plan(records:list[dict],          # the folder's manifest records
                run:Run,                     # the checked run
                *, model:str|None=None,      # the model id this run records; None: not compared
                scheduler:str|None=None,     # the scheduler name this run records; None: not compared
-               allow_plan_change:bool=False, # go on despite differences (never for the image format)
-              ) -> list[dict]:
-    "Refuse a run whose plan differs from the images already in its folder (see `plan_differences`); returns the differences."
-    diffs = plan_differences(records, run, model=model, scheduler=scheduler)
-    fmt = [d for d in diffs if d["field"] == "image_format"]
-    if fmt: raise CogsynthError(f"{run.out} holds images of another format: {describe_differences(fmt)}. A folder holds one "
-                                "image format: use another output folder, or the folder's format")
-    if diffs and not allow_plan_change:
-        raise CogsynthError(f"{run.out} holds images of another plan: {describe_differences(diffs)}. Use another output folder, or "
-                            "pass allow_plan_change=True to keep the recorded images and generate only the missing ones with this plan")
-    return diffs
+               on_change:str="refuse",      # 'refuse' or 'extend' (keep the recorded images, generate the missing ids)
+               allow_plan_change:bool=False, # deprecated: on_change='extend'
+              ) -> runs.Decision:
+    "Whether a run may go on in its folder: 'new', 'reuse' (the same plan) or 'extend'; another plan is refused, naming the differences."
+    on_change = runs.policy(on_change, PLAN_POLICIES, allow_plan_change=("extend", allow_plan_change))
+    old, new, ids = recorded_identity(records, run, model=model, scheduler=scheduler)
+    what = f"{len(ids)} image{'s' * (len(ids) != 1)} (e.g. {ids[0]})" if ids else "images"
+    return runs.decide(old if records else None, new, where=run.out, on_change=on_change, allowed=PLAN_POLICIES,
+                       fixed=("image_format",), what=what, ways={"extend": _EXTEND})
+
+# %% ../nbs/04_generate.ipynb #35e8c882
+def describe_differences(diffs:list, # from `plan_differences` (old-style dicts are accepted too)
+                        ) -> str:
+    "Deprecated: `cogsynth.runs.describe(plan_differences(...))`."
+    warnings.warn("describe_differences is deprecated and will be removed in the next version: use cogsynth.runs.describe",
+                  FutureWarning, stacklevel=2)
+    return runs.describe([d if isinstance(d, runs.Change) else runs.Change(d["field"], d["folder"], d["now"]) for d in diffs])
 
 # %% ../nbs/04_generate.ipynb #011eaf4b
 def pending_jobs(run:Run,                    # the checked run
@@ -425,6 +471,7 @@ def _save_image(img, path:Path, fmt:str, quality:int) -> None:
         if fmt == "png": img.save(f, format="PNG")
         else: img.convert("RGB").save(f, format="JPEG", quality=quality)
 
+# %% ../nbs/04_generate.ipynb #a699b7b0
 def record_batch(run:Run,                  # the checked run
                  manifest:JsonlManifest,   # this process' manifest (`run.manifest_path`)
                  batch:Sequence[Job],      # the jobs of the batch
@@ -449,10 +496,12 @@ def record_batch(run:Run,                  # the checked run
 # %% ../nbs/04_generate.ipynb #78cff3bd
 def _safe_host() -> str: return "".join(c if c.isalnum() or c in "-_." else "_" for c in socket.gethostname())[:40] or "host"
 
+# %% ../nbs/04_generate.ipynb #5a272c66
 def _complete_bytes(p:Path) -> int:
     "Bytes of `p` up to the end of its last complete line."
     with open(p, "rb") as f: return f.read().rfind(b"\n") + 1
 
+# %% ../nbs/04_generate.ipynb #4f42325f
 def _new_ids(out:Path, offsets:dict) -> set[str]:
     "Ids recorded in any manifest of `out` past `offsets` (complete lines only); advances `offsets`."
     ids = set()
@@ -467,6 +516,7 @@ def _new_ids(out:Path, offsets:dict) -> set[str]:
         offsets[p] = off + end
     return ids
 
+# %% ../nbs/04_generate.ipynb #6e66f113
 def _claimed_by_others(folder:Path, own:Path) -> set[str]:
     "Ids claimed by live writers; claim files whose lock is free belong to dead ones and are removed."
     ids = set()
@@ -484,17 +534,17 @@ def _claimed_by_others(folder:Path, own:Path) -> set[str]:
 class _WriterClaims:
     "This process' claims on the jobs of an output folder; see 'Several writers on one folder'."
     def __init__(self, out:Path):
-        self.out, self.dir, self.lock_path = out, out/".claims", out/".generate.lock"
+        self.out, self.dir = out, out/".claims"
         with self.locked():
+            self.records = read_manifest(out)                        # the folder's state, read under the lock (first: it may refuse)
+            self.offsets = {p: _complete_bytes(p) for p in manifest_files(out)}
             self.dir.mkdir(exist_ok=True)
             self.path = self.dir/f"{_safe_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.claim"
             self.f = open(self.path, "w")
             fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)      # held while this process lives
-            self.records = read_manifest(out)                        # the folder's state, read under the lock
-            self.offsets = {p: _complete_bytes(p) for p in manifest_files(out)}
         self.recorded, self.by_others = set(), 0
 
-    def locked(self): return FileLock(self.lock_path)
+    def locked(self): return runs.folder_lock(self.out, wait=600, what="this generation folder")   # held for moments only
 
     def take(self, batch:Sequence[Job]) -> list[Job]:
         "Claim the jobs of `batch` that nobody recorded or claimed (the claim file holds only the batch in flight)."
@@ -521,6 +571,7 @@ def _wait_for_ranks() -> bool | None:
     init_distributed(torch.device("cpu")); barrier()
     return True
 
+# %% ../nbs/04_generate.ipynb #62515139
 def _pipe_info(pipe, model) -> dict:
     info = dict(getattr(pipe, "_cogsynth", {}) or {})
     info.setdefault("model", str(model) if isinstance(model, (str, Path)) else str(getattr(pipe.config, "_name_or_path", type(pipe).__name__)))
@@ -531,13 +582,41 @@ def _pipe_info(pipe, model) -> dict:
     info["scheduler_class"] = type(pipe.scheduler).__name__
     return info
 
-def _planned_identity(model, scheduler:str|None) -> tuple[str | None, str | None]:
+# %% ../nbs/04_generate.ipynb #61109c0d
+def _planned_identity(model, scheduler:str|None, revision:str|None=None) -> tuple[str | None, str | None]:
     "The model id and scheduler a run will record, as far as they are known before loading (None: not yet)."
     if not isinstance(model, (str, Path)):
         info = _pipe_info(model, model); return info["model"], scheduler or info["scheduler"]
-    mid = check_model(model)
+    mid = check_model(model, revision)
     index = Path(mid)/"model_index.json"
     return mid, scheduler or ((read_json(index).get("scheduler") or [None, None])[1] if index.is_file() else None)
+
+# %% ../nbs/04_generate.ipynb #6a9e1888
+def _prepare(run:Run, model, records:list[dict], planned:tuple, on_change:str, safety_checker, **load) -> tuple:
+    "Step 4: (pipeline, its record info, safety check) for `run`; the folder's plan checked again if loading told something new."
+    wants_checker = safety_checker not in ("off", None, False) and not callable(safety_checker)
+    pipe = model if not isinstance(model, (str, Path)) else load_pipeline(model, scheduler=run.scheduler, safety_checker=wants_checker, **load)
+    if run.scheduler is not None and pipe is model: set_scheduler(pipe, run.scheduler)       # load_pipeline already set it
+    info = _pipe_info(pipe, model) | ({"scheduler": run.scheduler} if run.scheduler else {})
+    if (info["model"], info["scheduler"]) != tuple(planned):                                  # e.g. a hub id's scheduler
+        check_plan(records, run, model=info["model"], scheduler=info["scheduler"], on_change=on_change)
+    return pipe, info, _safety_fn(pipe, safety_checker)
+
+# %% ../nbs/04_generate.ipynb #ee557eb5
+def _generate_pending(run:Run, pipe, info:dict, check, pending:list[Job], claims, stats:dict, *, own_checker:bool):
+    "Step 5: generate and record the pending jobs batch by batch, counting into `stats`."
+    with claims.locked():
+        manifest = JsonlManifest(run.manifest_path, SCHEMA, meta={**info, "plan": plan_identity(run, info), "environment": environment_info()})
+    bar = progress(total=len(pending), unit="img", desc=f"generate[{run.rank}/{run.world}]" if run.world > 1 else "generate", position=run.rank)
+    t0 = time.time()
+    for todo in _batches(pending, run.batch_size):
+        if batch := claims.take(todo):                       # less what another writer recorded or claimed
+            images, flags = generate_batch(pipe, batch, check=check, suspend_checker=check is not None and own_checker)
+            with claims.locked(): record_batch(run, manifest, batch, images, flags=flags, info=info)
+            stats["generated"] += len(batch); stats["flagged"] += sum(bool(f) for f in (flags or []))
+        bar.update(len(todo))
+    bar.close()
+    stats["seconds"] = time.time() - t0
 
 # %% ../nbs/04_generate.ipynb #f98d33f6
 def generate(plan:Sequence[Job],            # the jobs, from `make_plan`
@@ -557,46 +636,28 @@ def generate(plan:Sequence[Job],            # the jobs, from `make_plan`
              compile:bool|str=False,        # torch.compile the UNet (True, or a mode name)
              rank:int|None=None,            # this process' shard; default: torchrun/accelerate's environment
              world_size:int|None=None,      # the number of shards; default: the environment
-             allow_plan_change:bool=False,  # go on in a folder holding another plan's images: keep them, generate the missing ids
+             on_change:str="refuse",        # the folder holds another plan's images: 'refuse', or 'extend' (keep them, generate the missing ids)
+             allow_plan_change:bool=False,  # deprecated: on_change='extend'
              summary:bool=True,             # write summary.json and contact_sheet.png at the end
              max_images:int|None=None,      # stop after this many new images (as a crash would)
             ) -> dict:
     "Generate the images of `plan` with `model` into `out_dir`; returns the run summary."
+    on_change = runs.policy(on_change, PLAN_POLICIES, allow_plan_change=("extend", allow_plan_change))
     run = check_run(plan, model, out_dir, batch_size=batch_size, image_format=image_format, quality=quality, resize=resize,
-                    scheduler=scheduler, rank=rank, world_size=world_size)                           # 1. check
-    clean_stale_temps(run.out, recursive=True)          # temp files that killed runs left behind
-    claims = _WriterClaims(run.out)
-    stats = {"generated": 0, "flagged": 0, "seconds": 0.0, "by_others": 0}
+                    scheduler=scheduler, rank=rank, world_size=world_size)                          # 1. the settings
+    clean_stale_temps(run.out, recursive=True)                                                       # what killed runs left
+    claims, stats = _WriterClaims(run.out), {"generated": 0, "flagged": 0, "seconds": 0.0}
     try:
-        records, (model_id, sched) = claims.records, _planned_identity(model, run.scheduler)
-        check_plan(records, run, model=model_id, scheduler=sched, allow_plan_change=allow_plan_change)
-        mine, pending = pending_jobs(run, records, max_images=max_images)                             # 2. pending jobs
+        planned = _planned_identity(model, run.scheduler, revision)
+        check_plan(claims.records, run, model=planned[0], scheduler=planned[1], on_change=on_change)   # 2. the folder's plan
+        mine, pending = pending_jobs(run, claims.records, max_images=max_images)                    # 3. pending jobs
         if pending:
-            pipe = model if not isinstance(model, (str, Path)) else load_pipeline(
-                model, device=device, precision=precision, scheduler=run.scheduler, revision=revision, channels_last=channels_last,
-                compile=compile, safety_checker=safety_checker not in ("off", None, False) and not callable(safety_checker))
-            if run.scheduler is not None and pipe is model: set_scheduler(pipe, run.scheduler)   # load_pipeline already set it
-            info = _pipe_info(pipe, model) | ({"scheduler": run.scheduler} if run.scheduler else {})
-            if (info["model"], info["scheduler"]) != (model_id, sched):            # e.g. a hub id's scheduler, known once loaded
-                check_plan(records, run, model=info["model"], scheduler=info["scheduler"], allow_plan_change=allow_plan_change)
-            check = _safety_fn(pipe, safety_checker)
-            with claims.locked():
-                manifest = JsonlManifest(run.manifest_path, SCHEMA, meta={**info, "plan": plan_identity(run, info), "environment": environment_info()})
-            bar = progress(total=len(pending), unit="img", desc=f"generate[{run.rank}/{run.world}]" if run.world > 1 else "generate", position=run.rank)
-            t0 = time.time()
-            for todo in _batches(pending, run.batch_size):
-                batch = claims.take(todo)                     # less what another writer recorded or claimed
-                if batch:
-                    images, flags = generate_batch(pipe, batch, check=check, suspend_checker=check is not None and not callable(safety_checker))  # 3.
-                    with claims.locked(): record_batch(run, manifest, batch, images, flags=flags, info=info)                                  # 4.
-                    stats["generated"] += len(batch); stats["flagged"] += sum(bool(f) for f in (flags or []))
-                bar.update(len(todo))
-            bar.close()
-            stats["seconds"] = time.time() - t0
+            pipe, info, check = _prepare(run, model, claims.records, planned, on_change, safety_checker, device=device,
+                                         precision=precision, revision=revision, channels_last=channels_last, compile=compile)  # 4. load
+            _generate_pending(run, pipe, info, check, pending, claims, stats, own_checker=not callable(safety_checker))   # 5. batches
     finally:
         claims.close()
-    stats["by_others"] = claims.by_others
-    return _finish(run, mine, records, stats, summary=summary)
+    return _finish(run, mine, claims.records, stats | {"by_others": claims.by_others}, summary=summary)  # 6. summary
 
 # %% ../nbs/04_generate.ipynb #2ef81728
 def _finish(run:Run, mine:list[Job], records:list[dict], stats:dict, *, summary:bool) -> dict:
@@ -647,6 +708,7 @@ def contact_sheet(out_dir,                        # a generation output folder
     with atomic_write(path, "wb") as f: sheet.save(f, format="PNG")
     return path
 
+# %% ../nbs/04_generate.ipynb #329e4433
 def summarize(out_dir,                    # a generation output folder
               runs:list[dict]|None=None,  # the per-rank run records of this run
               sheet:bool=True,            # also write contact_sheet.png
@@ -668,24 +730,34 @@ def summarize(out_dir,                    # a generation output folder
     return s
 
 # %% ../nbs/04_generate.ipynb #9844451b
+def _family_names() -> list[str]:
+    "The registered prompt family names (`cogsynth.prompts.PROMPT_FAMILIES`, or the older fixed list)."
+    from cogsynth import prompts
+    reg = getattr(prompts, "PROMPT_FAMILIES", None)
+    return list(reg) if reg is not None else list(prompts.FAMILY_NAMES)
+
+# %% ../nbs/04_generate.ipynb #2aa2f46c
 def cli_generate_args(p, # the `generate` sub-parser
                      ):
-    "Add `cogsynth generate`'s options to `p`."
+    "Add `cogsynth generate`'s options to `p` (the lists of names come from the registries, plugins included)."
+    from cogsynth.data import CLASS_SETS
     d = " (default: %(default)s)"
-    p.add_argument("--classes", required=True, help="class file (wnid/name per line, or key<TAB>phrasing), a level (imagenet-cog:L1, PATH/levels.json:L3) or comma-separated wnids/names")
+    p.add_argument("--classes", required=True, help=f"a named class set ({', '.join(CLASS_SETS)}), a class file (wnid/name per line, or key<TAB>phrasing), "
+                   "a level (imagenet-cog:L1, PATH/levels.json:L3) or comma-separated wnids/names (one-word names must be WordNet nouns)")
     p.add_argument("--per-class", type=int, required=True, help="images per class")
-    p.add_argument("--prompt", action="append", default=None, help="prompt family (c, c_hc, c_dc, c_hc_b, base, class, multi_domain, eurosat, all) or a template with {name}; repeat to mix families (default: c)")
+    p.add_argument("--prompt", action="append", default=None, help=f"prompt family ({', '.join(_family_names())}) or a template with {{name}}; repeat to mix families (default: c)")
     p.add_argument("--domains", default=None, help="comma-separated values of {domain} for your templates (default: the family's)")
     p.add_argument("--guidance", default="7.5", help="7.5, 2, random (integer in [1,5] per image), uniform:1:5, or a list 1,2,7.5" + d)
     p.add_argument("--steps", type=int, default=50, help="denoising steps" + d)
     p.add_argument("--size", default=None, help="generated WIDTHxHEIGHT, one int for a square, 'native', or 'thesis' (512x384) (default: native, the model's UNet sample size x VAE scale factor)")
     p.add_argument("--negative-prompt", default="", help="negative prompt for every image (default: none)")
     p.add_argument("--seed", type=int, default=0, help="base seed; image seeds derive from (seed, class, index)" + d)
-    p.add_argument("--model", required=True, help="diffusers pipeline folder or hub id")
+    p.add_argument("--model", required=True, help="diffusers pipeline folder, or a hub id (offline: a folder, see the error's advice)")
     p.add_argument("--revision", default=None, help="hub revision" + d)
     p.add_argument("--scheduler", default=None, help=f"one of {', '.join(SCHEDULERS)} (default: the pipeline's own)")
     p.add_argument("--out", required=True, help="output folder (a rerun with the same plan resumes it)")
-    p.add_argument("--allow-plan-change", action="store_true", help="go on when --out holds images of another plan: keep them and generate only the missing ids with this plan" + d)
+    runs.on_change_option(p, PLAN_POLICIES, doing={"extend": "keep its images and generate only the missing ids with this plan (never another image format)"},
+                          old_flags={"--allow-plan-change": "extend"})
     p.add_argument("--batch-size", type=int, default=8, help="images per pipeline call" + d)
     p.add_argument("--resize", default=None, help="anti-aliased downscale: N (square) or WIDTHxHEIGHT (default: keep the generated size)")
     p.add_argument("--format", dest="image_format", default="png", choices=["png", "jpg"], help="image format" + d)
@@ -696,17 +768,59 @@ def cli_generate_args(p, # the `generate` sub-parser
     p.add_argument("--safety-checker", default="off", choices=["off", "flag", "replace"], help="off, flag (record, keep image) or replace (pipeline's black images, recorded)" + d)
     p.add_argument("--dry-run", action="store_true", help="print the plan's first jobs and exit" + d)
 
+# %% ../nbs/04_generate.ipynb #32c78135
+@functools.lru_cache(maxsize=1)
+def _noun_lemmas() -> frozenset:
+    "WordNet's noun lemmas, lower case, '_' for spaces."
+    from cogsynth.wordnet import load_wordnet
+    return frozenset(l.lower() for l in load_wordnet().all_lemma_names(pos="n"))
+
+# %% ../nbs/04_generate.ipynb #f5ac0287
+def _is_word(name:str) -> bool:
+    "A one-word name that is no wnid and no synset name (those are checked by `describe_classes`)."
+    from cogsynth.prompts import looks_like_wnid
+    return " " not in name.strip() and not looks_like_wnid(name) and not re.fullmatch(r"[^\s.]+\.[nvasr]\.\d+", name.strip())
+
+# %% ../nbs/04_generate.ipynb #9f43e46d
+def check_class_names(names:Sequence[str], # class names from a comma-separated list (`--classes a,b,c`)
+                      *, name:str="classes", # the argument's Python name, for the message
+                     ) -> list[str]: # `names`, unchanged
+    "`names`, when every one-word name is a WordNet noun; the others raise, each with the closest noun or class set."
+    from cogsynth.data import CLASS_SETS
+    words = [n.strip() for n in names if _is_word(n)]
+    try: lemmas = _noun_lemmas() if words else frozenset()
+    except CogsynthError as e:
+        get_logger(__name__).warning("class names not checked (no WordNet: %s)", str(e).split(":")[0]); return list(names)
+    bad = [w for w in words if w.lower().replace(" ", "_") not in lemmas]
+    if not bad: return list(names)
+    known = list(CLASS_SETS) + sorted(lemmas)
+    hints = [f"{w!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(w.lower(), known, n=1, cutoff=0.75)) else repr(w) for w in bad]
+    raise CogsynthError(f"{name}={','.join(names)!r}: {', '.join(hints)} {'is' if len(bad) == 1 else 'are'} neither a WordNet noun nor a "
+                        f"named class set ({', '.join(CLASS_SETS)}): fix the typo; for a class WordNet does not know, write a phrase "
+                        "of several words, or a class file line `name<TAB>phrasing`")
+
 # %% ../nbs/04_generate.ipynb #fe99e1f2
+def _cli_classes(spec:str): # the `--classes` argument
+    "The classes of `--classes`: a named class set, a class file, a level, or a checked comma-separated list."
+    from cogsynth.data import CLASS_SETS, class_set
+    from cogsynth.levels import is_level_spec
+    if spec.strip() in CLASS_SETS: return class_set(spec.strip())
+    classes = read_classes(spec)
+    if not (Path(spec).expanduser().is_file() or is_level_spec(spec)): check_class_names(classes)
+    return classes
+
+# %% ../nbs/04_generate.ipynb #2007be7c
 def _cli_plan(args) -> list[Job]:
     prompts, domains = args.prompt or ["c"], args.domains.split(",") if args.domains else None
     prompt = prompts if len(prompts) > 1 else prompts[0]
-    infos = describe_classes(read_classes(args.classes))
+    infos = describe_classes(_cli_classes(args.classes))
     plan_families(prompt, domains)                    # the plan's own errors come before the model's
     size = args.size or "native"
-    if str(size).strip().lower() == "native": size = native_size(check_model(args.model), revision=args.revision)
+    if str(size).strip().lower() == "native": size = native_size(check_model(args.model, args.revision), revision=args.revision)
     return make_plan(infos, args.per_class, prompt=prompt, guidance=args.guidance, steps=args.steps, size=size,
                      seed=args.seed, negative_prompt=args.negative_prompt, domains=domains)
 
+# %% ../nbs/04_generate.ipynb #08fe24e2
 def cli_generate(args, # the parsed `cogsynth generate` options
                 ) -> int:
     "`cogsynth generate`: make the plan from the flags, then `generate` it (`cogsynth.cli.main` names the flags in errors)."
@@ -719,7 +833,7 @@ def cli_generate(args, # the parsed `cogsynth generate` options
         print(f"\n{len(plan)} jobs"); return 0
     s = generate(plan, args.model, args.out, batch_size=args.batch_size, device=args.device, precision=args.precision, scheduler=args.scheduler,
                  safety_checker=args.safety_checker, resize=args.resize, image_format=args.image_format, quality=args.quality,
-                 revision=args.revision, compile=args.compile, allow_plan_change=args.allow_plan_change)
+                 revision=args.revision, compile=args.compile, on_change=args.on_change)
     keys = ("images", "generated", "skipped", "by_other_writers", "seconds", "images_per_s", "flagged")
     print(json.dumps({k: s[k] if k in s else s["runs"][0].get(k) for k in keys} if s.get("schema") else s))
     return 0

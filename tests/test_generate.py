@@ -1,5 +1,5 @@
 """Generation: deterministic plans, early errors on bad input, torchrun shards, and a killed run that resumes."""
-import json, os, signal, subprocess, sys, time
+import argparse, json, os, signal, subprocess, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +181,7 @@ def test_cli_options_have_help_and_defaults():
     opts = [a for a in sub._actions if a.dest != "help"]
     assert len(opts) >= 20
     for a in opts:
+        if a.help == argparse.SUPPRESS: continue                  # a deprecated alias (--allow-plan-change)
         assert a.help, f"{a.option_strings} has no help"
         assert a.required or "default" in a.help, f"{a.option_strings} does not show its default"
 
@@ -234,23 +235,27 @@ def test_rerun_with_another_plan_is_refused(tmp_path, tiny):
     out = tmp_path/"out"
     assert _cli(*_gen_args(tiny, out, 2)).returncode == 0
     before = (out/"manifest.jsonl").read_bytes()
-    for flags, message in [(dict(guidance="2"), "guidance 7.5 in the folder, 2.0 now (6 images, e.g. cat_000000)"),
-                           (dict(seed="4"), "image seed "), (dict(steps="3"), "steps 4 in the folder, 3 now"),
-                           (dict(prompt="{name}"), "prompt 'a photo of a cat' in the folder, 'cat' now"),
-                           (dict(resize="8"), "final size (resize) 16x16 in the folder, 8x8 now"),
-                           (dict(scheduler="euler"), "scheduler DDIMScheduler in the folder, euler now")]:
+    for flags, message in [(dict(guidance="2"), "holds 6 images (e.g. cat_000000) of other settings: --guidance=7.5 -> 2.0"),
+                           (dict(seed="4"), "image_seed="), (dict(steps="3"), "--steps=4 -> 3"),
+                           (dict(prompt="{name}"), "--prompt='a photo of a cat' -> 'cat'"),
+                           (dict(resize="8"), "--resize=[16, 16] -> [8, 8]"),
+                           (dict(scheduler="euler"), "--scheduler='DDIMScheduler' -> 'euler'")]:
         r = _cli(*_gen_args(tiny, out, 3, **flags))
-        assert r.returncode == 2 and message in r.stderr and "--allow-plan-change" in r.stderr, (flags, r.stderr)
-    r = _cli(*_gen_args(tiny, out, 3, format="jpg", allow_plan_change=True))                 # a folder holds one format
-    assert r.returncode == 2 and "format png in the folder, jpg now" in r.stderr, r.stderr
+        assert r.returncode == 2 and message in r.stderr and "--on-change='extend'" in r.stderr, (flags, r.stderr)
+    r = _cli(*_gen_args(tiny, out, 3, format="jpg", on_change="extend"))                 # a folder holds one format
+    assert r.returncode == 2 and "--format='png' -> 'jpg'. These cannot change in one folder" in r.stderr, r.stderr
     assert (out/"manifest.jsonl").read_bytes() == before and not list(out.rglob("*.jpg"))
     r = _cli(*_gen_args(tiny, out, 3))                                       # the same plan, grown: only the new images
     assert r.returncode == 0 and json.loads(r.stdout.splitlines()[-1])["generated"] == 3, r.stderr
-    r = _cli(*_gen_args(tiny, out, 4, guidance="2", allow_plan_change=True))   # explicit: keep the old, add the new
+    r = _cli(*_gen_args(tiny, out, 4, guidance="2", on_change="extend"))     # explicit: keep the old, add the new
     assert r.returncode == 0 and json.loads(r.stdout.splitlines()[-1])["generated"] == 3, r.stderr
     assert sorted({(rec["index"] < 3, rec["guidance"]) for rec in read_manifest(out)}) == [(False, 2.0), (True, 7.5)]
     meta = JsonlManifest(out/"manifest.jsonl", SCHEMA).meta
     assert meta["plan"]["image_format"] == "png" and not {"jobs", "digest"} & set(meta["plan"])   # nothing a grown plan leaves stale
+    r = _cli(*_gen_args(tiny, out, 5, guidance="3", allow_plan_change=True))  # the old switch: a deprecated alias of extend
+    assert r.returncode == 0 and "--allow-plan-change is deprecated" in r.stderr and json.loads(r.stdout.splitlines()[-1])["generated"] == 3
+    with pytest.warns(FutureWarning, match="allow_plan_change=True is deprecated"):
+        generate(_plan(5), tiny, tmp_path/"py", device="cpu", allow_plan_change=True, summary=False, max_images=1)
 
 def test_the_plan_is_checked_again_only_when_loading_tells_something_new(tmp_path, tiny, monkeypatch):
     import cogsynth.generate as G
@@ -277,3 +282,69 @@ def test_classes_from_a_level(tmp_path, tiny):
     assert r.returncode == 0 and r.stdout.strip().endswith("2000 jobs") and f"{first}_000000" in r.stdout, r.stderr
     r = _cli("--classes", "imagenet-cog:L9", "--per-class", "1", "--model", tiny, "--out", tmp_path/"o", "--dry-run")
     assert r.returncode == 2 and "L9" in r.stderr
+
+
+# --- issue 24.9: manifest lines that are no records, paths out of their folder ------------------------------------
+
+def _bad_folder(root, line):
+    "A generation folder of one real image and a manifest whose second record is `line` (raw JSON text)."
+    (root/"cat").mkdir(parents=True)
+    Image.new("RGB", (16, 16)).save(root/"cat"/"cat_000000.png")
+    header = json.dumps({"schema": SCHEMA, "meta": {}})
+    good = json.dumps({"id": "cat_000000", "class": "cat", "file": "cat/cat_000000.png"})
+    (root/"manifest.jsonl").write_text(f"{header}\n{good}\n{line}\n")
+    return root
+
+@pytest.mark.parametrize("line, message", [('{"foo": 1}', "is not a generation record: it lacks ['id', 'class', 'file']"),
+                                           ("[1, 2]", "is not a generation record but a JSON list [1, 2]"),
+                                           ('{"id": "x", "class": "cat", "file": "../../etc/passwd"}', "is not a path inside the folder"),
+                                           ('{"id": "x", "class": "cat", "file": "/etc/passwd"}', "is not a path inside the folder"),
+                                           ('{"id": "x", "class": "cat", "file": "../x.png"}', "is not a path inside the folder")])
+def test_a_bad_manifest_line_is_named_before_any_work(tmp_path, tiny, line, message):
+    "Generate (resuming) and the data reader (training) both stop at the line, naming the file and line; nothing is generated."
+    from cogsynth.data import ImageFolderDataset
+    out = _bad_folder(tmp_path/"o", line)
+    where = f"{out/'manifest.jsonl'}: line 3"
+    with pytest.raises(CogsynthError) as e: generate(_plan(1), tiny, out, device="cpu")
+    assert where in str(e.value) and message in str(e.value)
+    with pytest.raises(CogsynthError) as e: ImageFolderDataset(out)
+    assert where in str(e.value) and message in str(e.value)
+    assert [p.name for p in out.rglob("*.png")] == ["cat_000000.png"] and not (out/".claims").exists()
+
+# --- issue 27: class names are checked, class sets are names, hub ids offline answer fast --------------------------
+
+def test_class_typos_are_refused_and_class_sets_are_names(tmp_path, tiny):
+    r = _cli("--classes", "papilon", "--per-class", "1", "--model", tiny, "--out", tmp_path/"o")
+    assert r.returncode == 2 and "--classes='papilon': 'papilon' (did you mean 'papillon'?)" in r.stderr, r.stderr
+    assert not (tmp_path/"o").exists()
+    r = _cli("--classes", "imagenet-10", "--per-class", "1", "--model", tiny, "--out", tmp_path/"o")
+    assert r.returncode == 2 and "did you mean 'imagenet-100'?" in r.stderr
+    r = _cli("--classes", "imagenet-100", "--per-class", "1", "--model", tiny, "--out", tmp_path/"o", "--dry-run")
+    from cogsynth.data import class_set
+    assert r.returncode == 0 and r.stdout.strip().endswith("100 jobs") and f"{class_set('imagenet-100')[0]}_000000" in r.stdout, r.stderr
+    r = _cli("--classes", "cat,papillon dog,7", "--per-class", "1", "--model", tiny, "--out", tmp_path/"o", "--dry-run")
+    assert r.returncode == 0, r.stderr                                       # nouns, a phrase, a numeral
+
+def test_prompt_help_lists_the_registered_families():
+    from cogsynth.cli import build_parser
+    from cogsynth.generate import _family_names
+    sub = build_parser("generate").subcommands["generate"]
+    help_text = next(a.help for a in sub._actions if a.dest == "prompt")
+    assert all(name in help_text for name in _family_names()) and len(_family_names()) >= 9
+
+def test_a_hub_id_offline_fails_in_seconds_with_the_way_out(tmp_path, monkeypatch):
+    from cogsynth.generate import hub_offline
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1"); hub_offline.cache_clear()
+    t0 = time.time()
+    r = _cli("--classes", "cat", "--per-class", "1", "--model", "cogsynth-test/no-such-pipeline", "--out", tmp_path/"o")
+    assert time.time() - t0 < 10, time.time() - t0
+    assert r.returncode == 2 and "--model='cogsynth-test/no-such-pipeline' is a hub id, but the hub cannot be reached (HF_HUB_OFFLINE=1 is set)" in r.stderr
+    assert "huggingface-cli download cogsynth-test/no-such-pipeline --local-dir no-such-pipeline" in r.stderr and "--size" not in r.stderr
+    r = _cli("--classes", "cat", "--per-class", "1", "--size", "16", "--model", "cogsynth-test/no-such-pipeline", "--out", tmp_path/"o")
+    assert r.returncode == 2 and "is a hub id" in r.stderr and not (tmp_path/"o").exists()
+    monkeypatch.delenv("HF_HUB_OFFLINE"); monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9"); hub_offline.cache_clear()
+    t0 = time.time()                                                         # no flag: one failed connection says it
+    r = _cli("--classes", "cat", "--per-class", "1", "--model", "cogsynth-test/no-such-pipeline", "--out", tmp_path/"o")
+    assert time.time() - t0 < 10 and r.returncode == 2 and "127.0.0.1:9 cannot be reached" in r.stderr, r.stderr
+    hub_offline.cache_clear()

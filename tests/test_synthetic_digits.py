@@ -60,7 +60,8 @@ def test_generator_folder_loads_like_stable_diffusion(smoke):
     from diffusers import DiffusionPipeline, StableDiffusionPipeline
     _, _, dirs = smoke
     assert [read_json(d/"digitgen.json")["classes"] for d in dirs] == [list(range(10)), [0, 1, 2, 3, 4]]
-    assert not any(p.name.endswith(".partial") for p in dirs[0].parent.iterdir())
+    for d in dirs:                                                        # no unfinished training run left behind, only the lock
+        assert [p.name for p in (d.parent/f".{d.name}.work").iterdir()] == [".cogsynth.lock"]
     pipe = DiffusionPipeline.from_pretrained(dirs[0])
     assert isinstance(pipe, StableDiffusionPipeline)
     assert pipe.scheduler.config.beta_schedule == "scaled_linear" and pipe.scheduler.config.beta_start == 0.00085
@@ -76,6 +77,19 @@ def test_generator_cache_and_errors(tmp_path):
     assert copy_check(tr[:50], tr, te)["near_copy_share"] == 1.0     # verbatim training images are flagged
     assert copy_check(te[:50], tr, te)["ratio"] == pytest.approx(1.0, abs=0.35)
 
+
+def test_generator_folder_follows_the_run_identity_policy(tmp_path):
+    "Another generator in the folder is refused (naming the difference); replace sets it aside; force is recompute, deprecated."
+    from cogsynth.digitgen import train_digit_generator
+    g = train_digit_generator(tmp_path/"g", smoke=True, device="cpu")
+    with pytest.raises(CogsynthError, match=r"holds a digit generator of other settings: params.vae_steps=8 -> 4"):
+        train_digit_generator(g, smoke=True, device="cpu", vae_steps=4)
+    assert train_digit_generator(g, smoke=True, device="cpu", vae_steps=4, on_change="replace") == g
+    assert read_json(g/"digitgen.json")["params"]["vae_steps"] == 4
+    assert read_json(tmp_path/"g.replaced-1"/"digitgen.json")["params"]["vae_steps"] == 8    # set aside, never deleted
+    with pytest.warns(FutureWarning, match="force=True is deprecated"):
+        train_digit_generator(g, smoke=True, device="cpu", vae_steps=4, force=True)
+    assert (tmp_path/"g.replaced-2").exists()
 
 @pytest.mark.slow
 def test_full_run_reaches_the_target(tmp_path):
