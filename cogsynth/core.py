@@ -8,6 +8,7 @@ Docs: https://cogsynth.github.io/cogsynth/core.html.md"""
 from __future__ import annotations
 import contextlib, csv, difflib, fcntl, fnmatch, functools, hashlib, importlib.metadata, json, logging, os, platform, random, re
 import socket, sys, tempfile, time, unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from collections.abc import Mapping
 from typing import Any, Iterable, Iterator, NamedTuple, Sequence
@@ -23,7 +24,7 @@ __all__ = ['PLUGIN_GROUP', 'PRECISIONS', 'CogsynthError', 'check_choice', 'Regis
            'dist_info', 'is_main_process', 'barrier', 'init_distributed', 'rank_device', 'as_numpy', 'temp_path',
            'atomic_write', 'write_json', 'read_json', 'clean_stale_temps', 'FileLock', 'JsonlManifest',
            'markdown_table', 'write_table', 'save_figure', 'distinct_colors', 'seeds_caption', 'safe_name',
-           'environment_info', 'data_file']
+           'hub_offline', 'environment_info', 'data_file']
 
 # %% ../nbs/00_core.ipynb #68b6c7ee
 class CogsynthError(ValueError):
@@ -654,6 +655,31 @@ def safe_name(name:str, # a class name, a model name, anything
     s = re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("._")[:max_len]
     if not s: raise CogsynthError(f"name {name!r} has no usable characters for a file name: rename the class")
     return s
+
+# %% ../nbs/00_core.ipynb #049370ce
+_TRUE = ("1", "on", "yes", "true")                     # what the hub libraries read as "set"
+
+def _probe_address() -> tuple[str, int]:
+    "The host and port a hub request goes to first: the HTTPS proxy when one is set, else the hub endpoint."
+    from urllib.parse import urlsplit
+    proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy") if os.environ.get(k)), None)
+    url = proxy or os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    u = urlsplit(url if "://" in url else "http://" + url)
+    return u.hostname or "huggingface.co", u.port or (443 if u.scheme == "https" else 80)
+
+# %% ../nbs/00_core.ipynb #6545a4b2
+@functools.lru_cache(maxsize=None)
+def hub_offline(timeout:float=3.0, # seconds for the one connection attempt
+               ) -> str|None: # why the hub cannot be reached, or None when it can
+    "Why the Hugging Face hub cannot be reached from here (`HF_HUB_OFFLINE`, else one quick connection), or None; asked once per process."
+    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(k, "").strip().lower() in _TRUE: return f"{k}={os.environ[k]} is set"
+    host, port = _probe_address()
+    pool = ThreadPoolExecutor(1)                 # the name lookup runs aside: a resolver that hangs must not hang us
+    try: pool.submit(socket.create_connection, (host, port), timeout).result(timeout + 1).close(); return None
+    except TimeoutError: return f"{host}:{port} did not answer within {timeout:g} s"
+    except OSError as e: return f"{host}:{port} cannot be reached ({e.strerror or e})"
+    finally: pool.shutdown(wait=False)
 
 # %% ../nbs/00_core.ipynb #46bdc04d
 _PACKAGES = ("cogsynth", "torch", "torchvision", "timm", "diffusers", "transformers", "nltk", "numpy", "scikit-learn", "optuna")

@@ -584,6 +584,12 @@ def _imagenet_100() -> list[str]:
     "The 100 ImageNet-1K classes of ImageNet-100 (Tian et al. 2020, CMC's imagenet100.txt), the thesis' ch. 5 subset."
     return _wnid_file("imagenet100_wnids.txt")
 
+@CLASS_SETS.register("imagenet-1k")
+def _imagenet_1k() -> list[str]:
+    "The 1,000 ImageNet-1K (ILSVRC-2012) classes."
+    from cogsynth.wordnet import imagenet_wnids
+    return list(imagenet_wnids("1k"))
+
 # %% ../nbs/05_data.ipynb #7fb1b29e
 def class_set(name:str, # a registered class set, e.g. 'imagenet-100'
              ) -> list[str]: # its class keys (wnids), sorted, as the classes of a folder are

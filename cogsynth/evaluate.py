@@ -19,7 +19,7 @@ from .core import (CogsynthError, atomic_write, check_precision, distinct_colors
 from .testsets import TESTSETS, LabeledImages, LayoutError, load_testset
 
 # %% auto #0
-__all__ = ['CLASS_SETS', 'EVALUATE_SCHEMA', 'ON_CHANGE', 'FIXED', 'TESTSET_LABELS', 'model_name', 'class_folders', 'read_testset',
+__all__ = ['EVALUATE_SCHEMA', 'ON_CHANGE', 'FIXED', 'TESTSET_LABELS', 'model_name', 'class_folders', 'read_testset',
            'parse_expected', 'read_testsets', 'class_filter', 'restrict', 'logit_mask', 'topk_accuracy', 'score',
            'eval_transform_for', 'testset_logits', 'EvalPlan', 'evaluation_identity', 'plan_evaluation',
            'evaluation_record', 'score_testsets', 'evaluate', 'read_evaluation', 'evaluate_table', 'plot_evaluation',
@@ -93,34 +93,17 @@ def read_testsets(data, # `{name: folder}`, or `NAME=DIR` items
     if bad := sorted(set(options) - set(data)): raise CogsynthError(f"options for {bad}, which are not among the test sets {list(data)}")
     return {n: read_testset(n, d, **options.get(n, {})) for n, d in data.items()}
 
-# %% ../nbs/08d_evaluate.ipynb #b0ca62af
-CLASS_SETS = {"imagenet-100": "imagenet100_wnids.txt"}   # named class lists shipped in data_manifests/
-
-def _class_set_file(name:str) -> Path:
-    "The file of named class set `name`: in data_manifests/, or, until it is shipped there, the shared data folder."
-    from cogsynth.core import data_file
-    try: return data_file(CLASS_SETS[name])
-    except CogsynthError:
-        p = Path("/work/shared/data")/CLASS_SETS[name]
-        if p.is_file(): return p
-        raise
-
 # %% ../nbs/08d_evaluate.ipynb #e26408a1
-def class_filter(classes=None, # None (all); 'imagenet-100', 'imagenet-1k'; a file of names one a line; 'a,b,c'; or a list
+def class_filter(classes=None, # None (all); a named class set ('imagenet-100', 'imagenet-1k'); a file of names one a line; 'a,b,c'; or a list
                 ) -> list[str]|None:
     "The class names to score, or None for every class of each test set."
+    from cogsynth.data import CLASS_SETS, class_set
     if classes is None: return None
     if not isinstance(classes, (str, Path)): return [str(c) for c in classes]
-    from cogsynth import data
-    if hasattr(data, "class_set") and str(classes).lower() in CLASS_SETS: return [str(c) for c in data.class_set(str(classes).lower())]
-    key = str(classes).lower()
-    if key in CLASS_SETS: return _class_set_file(key).read_text().split()
-    if key in ("imagenet-1k", "in1k"):
-        from cogsynth.wordnet import imagenet_wnids
-        return list(imagenet_wnids("1k"))
+    if str(classes).lower() in CLASS_SETS: return class_set(str(classes).lower())
     if Path(classes).expanduser().is_file(): return Path(classes).expanduser().read_text().split()
     if "," in str(classes): return [c.strip() for c in str(classes).split(",") if c.strip()]
-    raise CogsynthError(f"classes={str(classes)!r} is neither a named set ({', '.join([*CLASS_SETS, 'imagenet-1k'])}), a file of class names, nor a,b,c")
+    raise CogsynthError(f"classes={str(classes)!r} is neither a named class set ({CLASS_SETS.help()}), a file of class names, nor a,b,c")
 
 # %% ../nbs/08d_evaluate.ipynb #17cd0400
 def restrict(ds:LabeledImages, # a test set

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import fcntl, socket, uuid
 from . import runs
 from .core import (CogsynthError, JsonlManifest, atomic_write, barrier, check_choice, check_precision,
-                           clean_stale_temps, dist_info, ensure_dir, environment_info, get_logger,
+                           clean_stale_temps, dist_info, ensure_dir, environment_info, get_logger, hub_offline,
                            init_distributed, markdown_table, precision_dtype, progress, rank_device, read_json, write_json)
 from .manifests import SCHEMA, manifest_files, manifest_meta, read_manifest
 from .prompts import Job, describe_classes, make_plan, parse_size, plan_families, read_classes
@@ -24,11 +24,11 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['SD_SCHEDULER', 'SCHEDULERS', 'PLAN_POLICIES', 'write_byte_tokenizer', 'tiny_pipeline', 'scheduler_name',
-           'set_scheduler', 'pipeline_dtype', 'dtype_kwarg', 'hub_offline', 'check_hub_id', 'check_model',
-           'native_size', 'load_pipeline', 'shard_info', 'Run', 'check_run', 'job_identity', 'plan_identity',
-           'recorded_identity', 'plan_differences', 'check_plan', 'describe_differences', 'pending_jobs',
-           'generate_batch', 'record_batch', 'generate', 'contact_sheet', 'summarize', 'cli_generate_args',
-           'check_class_names', 'cli_generate', 'SCHEMA', 'manifest_files', 'read_manifest', 'manifest_meta']
+           'set_scheduler', 'pipeline_dtype', 'dtype_kwarg', 'check_hub_id', 'check_model', 'native_size',
+           'load_pipeline', 'shard_info', 'Run', 'check_run', 'job_identity', 'plan_identity', 'recorded_identity',
+           'plan_differences', 'check_plan', 'describe_differences', 'pending_jobs', 'generate_batch', 'record_batch',
+           'generate', 'contact_sheet', 'summarize', 'cli_generate_args', 'check_class_names', 'cli_generate', 'SCHEMA',
+           'manifest_files', 'read_manifest', 'manifest_meta']
 
 # %% ../nbs/04_generate.ipynb #15c3be56
 def _byte_symbols() -> list[str]:
@@ -129,31 +129,6 @@ def dtype_kwarg() -> str:
     "The dtype keyword of `from_pretrained`: diffusers >= 0.42 takes `dtype=`, older versions `torch_dtype=`."
     try: from diffusers.utils.deprecation_utils import _resolve_dtype; return "dtype"
     except ImportError: return "torch_dtype"
-
-# %% ../nbs/04_generate.ipynb #04d1a5bf
-_TRUE = ("1", "on", "yes", "true")
-
-def _probe_address() -> tuple[str, int]:
-    "The host and port a hub request goes to first: the HTTPS proxy when one is set, else the hub endpoint."
-    from urllib.parse import urlsplit
-    proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy") if os.environ.get(k)), None)
-    url = proxy or os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    u = urlsplit(url if "://" in url else "http://" + url)
-    return u.hostname or "huggingface.co", u.port or (443 if u.scheme == "https" else 80)
-
-# %% ../nbs/04_generate.ipynb #d5f8232d
-@functools.lru_cache(maxsize=None)
-def hub_offline(timeout:float=3.0, # seconds for the one connection attempt
-               ) -> str|None: # why the hub cannot be reached, or None when it can
-    "Why the Hugging Face hub cannot be reached from here (`HF_HUB_OFFLINE`, else one quick connection), or None; asked once per process."
-    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(k, "").strip().lower() in _TRUE: return f"{k}={os.environ[k]} is set"
-    host, port = _probe_address()
-    pool = ThreadPoolExecutor(1)                 # the name lookup runs aside: a resolver that hangs must not hang us
-    try: pool.submit(socket.create_connection, (host, port), timeout).result(timeout + 1).close(); return None
-    except TimeoutError: return f"{host}:{port} did not answer within {timeout:g} s"
-    except OSError as e: return f"{host}:{port} cannot be reached ({e.strerror or e})"
-    finally: pool.shutdown(wait=False)
 
 # %% ../nbs/04_generate.ipynb #709b4bc1
 def _hub_cached(model:str, revision:str|None) -> bool:

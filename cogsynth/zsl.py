@@ -16,7 +16,7 @@ import numpy as np
 from fastcore.basics import patch
 
 from .core import (CogsynthError, atomic_write, check_choice, derive_seed, ensure_dir, environment_info,
-                           get_logger, seed_everything, write_json)
+                           get_logger, hub_offline, seed_everything, write_json)
 from .gzsl import REBALANCES, evaluate_crafted
 
 log = get_logger("cogsynth.zsl")
@@ -25,11 +25,11 @@ log = get_logger("cogsynth.zsl")
 __all__ = ['log', 'NORMALIZATIONS', 'DIGIT_ATTRIBUTES', 'TABLE_FORMATS', 'DIGIT_SYNSETS', 'DIGIT_NAMES', 'IRRELEVANT_LETTERS',
            'METHODS', 'METHOD_NAMES', 'TEMPERATURE_GRID', 'CRITERIA', 'check_embeddings', 'normalize_embeddings',
            'align_embeddings', 'load_embeddings', 'digit_attributes', 'default_text_model', 'class_descriptions',
-           'hub_offline', 'resolve_text_model', 'text_embeddings', 'ZSLTask', 'upscale', 'digits_task',
-           'irrelevant_images', 'image_folder_arrays', 'xian_task', 'write_xian_files', 'linear_gaussian_task',
-           'check_methods', 'task_backbone', 'models_for', 'fit_crafted', 'check_temperature', 'evaluate_methods',
-           'check_grid', 'class_disjoint_split', 'temperature_matters', 'temperature_table', 'pick_temperature',
-           'choose_temperature', 'run_zsl', 'cli_zsl_args', 'cli_task', 'cli_zsl']
+           'resolve_text_model', 'text_embeddings', 'ZSLTask', 'upscale', 'digits_task', 'irrelevant_images',
+           'image_folder_arrays', 'xian_task', 'write_xian_files', 'linear_gaussian_task', 'check_methods',
+           'task_backbone', 'models_for', 'fit_crafted', 'check_temperature', 'evaluate_methods', 'check_grid',
+           'class_disjoint_split', 'temperature_matters', 'temperature_table', 'pick_temperature', 'choose_temperature',
+           'run_zsl', 'cli_zsl_args', 'cli_task', 'cli_zsl']
 
 # %% ../nbs/13_zsl.ipynb #8491b517
 def check_embeddings(emb, # [C, E] class embeddings (any array-like)
@@ -190,10 +190,6 @@ def class_descriptions(names:Sequence[str], # class names ('_' reads as a space)
     return [f"{n}: {s.definition()}" if s is not None else n for n, s in zip(names, synsets)]
 
 # %% ../nbs/13_zsl.ipynb #fb13199b
-def hub_offline() -> bool:
-    "Whether the environment tells Hugging Face libraries to stay offline (`HF_HUB_OFFLINE` or `TRANSFORMERS_OFFLINE`)."
-    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
 def _hub_model_error(model:str, why:str) -> CogsynthError:
     return CogsynthError(
         f"text_model={model!r} is a Hugging Face hub id that is not in the local cache, and {why}. Pass text_model=FOLDER "
@@ -234,7 +230,7 @@ def resolve_text_model(model:str|None=None, # a sentence-transformers folder, a 
     for repo in _hub_candidates(model):
         try: return snapshot_download(repo, local_files_only=True)           # in the cache: its folder, no network
         except Exception: pass
-    if hub_offline(): raise _hub_model_error(model, "HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE forbids the network")
+    if why := hub_offline(): raise _hub_model_error(model, why)            # cogsynth.core asks the hub once per process
     return _hub_lookup(model, timeout)
 
 # %% ../nbs/13_zsl.ipynb #b4879111

@@ -283,7 +283,6 @@ def test_table_and_figure_of_several_models(tmp_path, model, trained):
 
 
 def test_class_filter_names_imagenet_100():
-    try: in100 = class_filter("imagenet-100")
-    except CogsynthError: pytest.skip("imagenet100_wnids.txt is not shipped in data_manifests/ yet")
+    in100 = class_filter("imagenet-100")
     assert len(in100) == len(set(in100)) == 100 and set(in100) <= set(imagenet_wnids("1k"))
-    with pytest.raises(CogsynthError, match="is neither a named set"): class_filter("imagenet-99")
+    with pytest.raises(CogsynthError, match="is neither a named class set"): class_filter("imagenet-99")

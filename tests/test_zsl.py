@@ -1,13 +1,13 @@
 """Zero-shot learning by classifier crafting (cogsynth.zsl, .zsl_methods, .gzsl): closed-form V-CC vs. the Bayes rate,
 the Xian et al. file format, metrics by hand, bad input, the CLI, and the digits tutorial (smoke)."""
-import argparse, json
+import argparse, json, time
 
 import numpy as np
 import pytest
 import torch
 
 from cogsynth.core import CogsynthError, read_json
-from cogsynth import gzsl, zsl, zsl_methods as zm
+from cogsynth import core, gzsl, zsl, zsl_methods as zm
 
 
 def test_vcc_approaches_bayes_rate():
@@ -291,9 +291,18 @@ def test_text_model_unreachable_hub_fails_at_once(monkeypatch, tmp_path):
     calls = []
     def no_network(repo, **kw): calls.append(repo); raise ConnectionError("Name or service not known")
     monkeypatch.setattr(huggingface_hub, "model_info", no_network)
+    monkeypatch.setattr(zsl, "hub_offline", lambda: None)        # the quick connection check passes, the lookup fails
     with pytest.raises(CogsynthError, match=r"the hub did not answer \(ConnectionError"):
         zsl.text_embeddings(["seven"], "all-mpnet-base-v2")
     assert calls == ["sentence-transformers/all-mpnet-base-v2"]
+    monkeypatch.undo(); _empty_hub_cache(monkeypatch, tmp_path)
+    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"): monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9"); core.hub_offline.cache_clear()   # nothing listens there
+    try:
+        t0 = time.time()
+        with pytest.raises(CogsynthError, match=r"127\.0\.0\.1:9 cannot be reached"): zsl.resolve_text_model("all-mpnet-base-v2")
+        assert time.time() - t0 < 5
+    finally: core.hub_offline.cache_clear()
     folder = tmp_path/"model"; folder.mkdir()                     # a folder is taken as it is, no lookup
     assert zsl.resolve_text_model(str(folder)) == str(folder) and len(calls) == 1
 
