@@ -57,13 +57,14 @@ class Registry(Mapping):
     def __init__(self, kind:str, # what an entry is, for messages: 'dataset', 'prompt family'
                  *,
                  flag:str|None=None, # the CLI flag that takes a name, named in errors instead of `kind`
+                 modules:Sequence[str]=(), # modules that register built-in entries, imported on the first read
                 ):
-        self.kind, self.flag, self._entries, self._docs = kind, flag, {}, {}
+        self.kind, self.flag, self.modules, self._entries, self._docs = kind, flag, tuple(modules), {}, {}
 
     def __getitem__(self, name): return self.lookup(name)
-    def __contains__(self, name): load_plugins(); return name in self._entries
-    def __iter__(self): load_plugins(); return iter(list(self._entries))
-    def __len__(self): load_plugins(); return len(self._entries)
+    def __contains__(self, name): self._load(); return name in self._entries
+    def __iter__(self): self._load(); return iter(list(self._entries))
+    def __len__(self): self._load(); return len(self._entries)
     def __repr__(self): return f"Registry({self.kind!r}, {len(self._entries)} entries: {', '.join(self._entries)})"
 
 # %% ../nbs/00_core.ipynb #9eb5151c
@@ -92,7 +93,7 @@ def register(self:Registry, name:str, # the name users pass (letters, digits, `_
 def lookup(self:Registry, name:str, # a registered name
           ): # the entry (`reg[name]` is the same)
     "The entry registered as `name`; an unknown name raises `RegistryKeyError` naming the closest one."
-    load_plugins()
+    self._load()
     if name in self._entries: return self._entries[name]
     try: check_choice(self.kind, name, self._entries, flag=self.flag)
     except CogsynthError as e: raise RegistryKeyError(str(e)) from None
@@ -140,6 +141,17 @@ def _importing_cogsynth() -> bool:
     "True while a cogsynth module is still being imported (a plugin importing it then would see half a module)."
     return any(getattr(getattr(m, "__spec__", None), "_initializing", False)
                for name, m in list(sys.modules.items()) if name == "cogsynth" or name.startswith("cogsynth."))
+
+# %% ../nbs/00_core.ipynb #4aa20225
+@patch
+def _load(self:Registry):
+    "Import `modules` once (not while cogsynth is still importing), then the plugins."
+    if self.modules and not _importing_cogsynth():
+        modules, self.modules = self.modules, ()   # cleared first: the modules read this registry while they import
+        try:
+            for name in modules: importlib.import_module(name)
+        except BaseException: self.modules = modules; raise   # the next read tries again, and fails as loudly
+    load_plugins()
 
 # %% ../nbs/00_core.ipynb #1be95083
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -204,7 +216,7 @@ def is_quiet() -> bool:
 # %% ../nbs/00_core.ipynb #5b0d231d
 class _StderrHandler(logging.StreamHandler):
     "Writes to whatever `sys.stderr` is at each message (kernels and test runners replace it after import)."
-    stream = property(lambda self: sys.stderr, lambda self, value: None)
+    stream = property(lambda self, _sys=sys: _sys.stderr, lambda self, value: None)   # _sys: still there at interpreter exit
 
 def get_logger(name:str="cogsynth", # the module's `__name__` (prefixed with `cogsynth.` when it lacks it)
               ) -> logging.Logger:

@@ -344,7 +344,8 @@ def plot_evaluation(results, # evaluation records (or their folders), one per mo
     import matplotlib.pyplot as plt
     recs = _records(results)
     names = list(dict.fromkeys(n for r in recs for n in r["testsets"]))
-    fig, axes = plt.subplots(1, 2, figsize=(max(6, 1.4 * len(names) * (1 + 0.3 * len(recs))), 3.6), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(max(6, 1.4 * len(names) * (1 + 0.3 * len(recs))), 3.6 + 0.25 * -(-len(recs) // 3)),
+                             sharey=True, layout="constrained")
     w, x = 0.8 / len(recs), np.arange(len(names))
     for j, (r, colour) in enumerate(zip(recs, distinct_colors(len(recs)))):
         for ax, m in zip(axes, ("top1", "top5")):
@@ -352,8 +353,9 @@ def plot_evaluation(results, # evaluation records (or their folders), one per mo
             ax.bar(x + (j - (len(recs) - 1) / 2) * w, v, w, color=colour, label=r["model"])
     for ax, m in zip(axes, ("top-1", "top-5")):
         ax.set(title=m, xticks=x, ylim=(0, 100)); ax.set_xticklabels([TESTSET_LABELS.get(n, n) for n in names], rotation=20); ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("accuracy (%)"); axes[1].legend(fontsize=8)
-    fig.suptitle("Each model with its own classifier, on real test sets", fontsize=11); fig.tight_layout()
+    axes[0].set_ylabel("accuracy (%)")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=min(3, len(recs)), fontsize=8, frameon=False)
+    fig.suptitle("Each model with its own classifier, on real test sets", fontsize=11)
     if path is not None: save_figure(fig, path, dpi=120)
     return fig
 

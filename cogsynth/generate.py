@@ -150,7 +150,7 @@ def check_hub_id(model:str, # a hub id, 'owner/name'
     folder = model.rstrip("/").rsplit("/", 1)[-1] or "model"
     raise CogsynthError(f"{name}={model!r} is a hub id, but the hub cannot be reached ({why}) and the local Hugging Face cache "
                         f"has no copy: pass a local pipeline folder instead. To get one onto a machine without the network, run "
-                        f"`huggingface-cli download {model} --local-dir {folder}` on a connected machine, copy the folder over, "
+                        f"`hf download {model} --local-dir {folder}` on a connected machine, copy the folder over, "
                         f"and pass {name}='./{folder}'")
 
 # %% ../nbs/04_generate.ipynb #bb7bbfb4

@@ -50,7 +50,7 @@ class Protocol:
         return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(self.fn).parameters.values())
 
 # %% ../nbs/09b_protocols.ipynb #5976753d
-PROTOCOLS = Registry("protocol")
+PROTOCOLS = Registry("protocol", modules=("cogsynth.transfer",))   # transfer imports this module
 
 def register_protocol(name:str,                    # the protocol's name
                       *,
@@ -476,6 +476,3 @@ def cli_probe(args, # the parsed command line
     res = run_protocol(args.protocol, feats, out=args.out, model=model_label(args.model, args.features), **_cli_settings(args, proto))
     print(res.get("message") or json.dumps(res, indent=1, default=str))   # a plugin's protocol may return no message
     return 0
-
-# %% ../nbs/09b_protocols.ipynb #fc1ec635
-from . import transfer as _transfer   # registers --protocol transfer (it imports this module: imported last)

@@ -339,7 +339,7 @@ def test_a_hub_id_offline_fails_in_seconds_with_the_way_out(tmp_path, monkeypatc
     r = _cli("--classes", "cat", "--per-class", "1", "--model", "cogsynth-test/no-such-pipeline", "--out", tmp_path/"o")
     assert time.time() - t0 < 10, time.time() - t0
     assert r.returncode == 2 and "--model='cogsynth-test/no-such-pipeline' is a hub id, but the hub cannot be reached (HF_HUB_OFFLINE=1 is set)" in r.stderr
-    assert "huggingface-cli download cogsynth-test/no-such-pipeline --local-dir no-such-pipeline" in r.stderr and "--size" not in r.stderr
+    assert "hf download cogsynth-test/no-such-pipeline --local-dir no-such-pipeline" in r.stderr and "--size" not in r.stderr
     r = _cli("--classes", "cat", "--per-class", "1", "--size", "16", "--model", "cogsynth-test/no-such-pipeline", "--out", tmp_path/"o")
     assert r.returncode == 2 and "is a hub id" in r.stderr and not (tmp_path/"o").exists()
     monkeypatch.delenv("HF_HUB_OFFLINE"); monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)

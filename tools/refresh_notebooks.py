@@ -252,6 +252,7 @@ def _write_atomic(path: Path, nb: dict) -> None:
 def execute(path, *, timeout: int | None = None, log_output: bool = False, root: Path = ROOT) -> dict:
     "Execute `path` at its default parameters and write it back with normalised outputs and its freshness record."
     import papermill as pm
+    from cogsynth.runner import KERNEL_ARGUMENTS   # quiet kernel start-up, text progress bars without a warning
     path = Path(path).resolve()
     original = read_nb(path)
     skip = skipped_cell_ids(path)
@@ -268,7 +269,7 @@ def execute(path, *, timeout: int | None = None, log_output: bool = False, root:
         with _env(env) if dict(os.environ) != env else contextlib.nullcontext():
             pm.execute_notebook(str(src), str(dst), parameters=None, kernel_name="python3", cwd=str(path.parent),
                                 progress_bar=False, log_output=log_output, request_save_on_cell_execute=False,
-                                execution_timeout=timeout, start_timeout=120)
+                                execution_timeout=timeout, start_timeout=120, extra_arguments=list(KERNEL_ARGUMENTS))
         seconds = time.time() - t0
         done = read_nb(dst)
     if len(done["cells"]) != len(original["cells"]):
